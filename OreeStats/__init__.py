@@ -1,0 +1,3 @@
+from OreeStats.celery import app as celery_app
+
+__all__ = ("celery_app",)

@@ -1,0 +1,47 @@
+"""The Celery application: settings come from Django's CELERY_* settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from celery import Celery, signals
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "OreeStats.settings")
+
+app = Celery("OreeStats")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+def _prepare_filesystem_broker() -> None:
+    """kombu's filesystem transport needs its folders to exist before anyone publishes."""
+    options = app.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+        folder = options.get(key)
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+app.on_after_configure.connect(lambda sender, **_: _prepare_filesystem_broker(), weak=False)
+
+
+@signals.worker_ready.connect
+def _worker_heartbeat(**_: object) -> None:
+    from email_service.services.health import start_heartbeat_thread
+
+    start_heartbeat_thread("worker")
+
+
+@signals.beat_init.connect
+def _beat_heartbeat(**_: object) -> None:
+    from email_service.services.health import start_heartbeat_thread
+
+    start_heartbeat_thread("beat")
+
+
+# Periodic tasks, registered by code: django-celery-beat's DatabaseScheduler copies these into
+# its tables at start-up, so a fresh deployment has them and operators can see them in the admin.
+app.conf.beat_schedule = {
+    "purge-expired": {"task": "email_service.purge_expired", "schedule": 3600.0},
+}

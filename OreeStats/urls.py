@@ -1,0 +1,17 @@
+"""Root URL configuration."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/", include("email_service.api.urls")),
+]
+
+handler400 = "email_service.api.errors.json_bad_request"
+handler403 = "email_service.api.errors.json_forbidden"
+handler404 = "email_service.api.errors.json_not_found"
+handler500 = "email_service.api.errors.json_server_error"

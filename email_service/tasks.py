@@ -1,0 +1,12 @@
+"""Celery tasks: thin adapters that take ids, call one service, and treat a missing row as done."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from email_service.services.housekeeping import purge_expired
+
+
+@shared_task(name="email_service.purge_expired")
+def purge_expired_task() -> dict[str, int]:
+    return purge_expired()
