@@ -209,6 +209,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "EmailStatusEnum": "email_service.models.EmailSendQueue.Status",
+        "MailboxStatusEnum": "email_service.models.Mailbox.Status",
+        "CampaignStatusEnum": "email_service.models.Campaign.Status",
+        "LeadStatusEnum": "email_service.models.Lead.Status",
+        "HealthStatusEnum": ["ok", "unavailable"],
+    },
 }
 
 # Celery: JSON only, ids in messages, PostgreSQL (not the broker) is the queue's truth.
