@@ -1,11 +1,13 @@
-"""Routes under /api/ (CONTRACT.md)."""
+"""Routes under /api/ (CONTRACT.md): one module per audience, so each grows on its own."""
 
-from django.urls import path
+from django.urls import include, path
 
 from email_service.api.operations import HealthView
-from email_service.api.sending import EmailStatusView
 
 urlpatterns = [
     path("health", HealthView.as_view(), name="health"),
-    path("email/status/<uuid:lead_id>", EmailStatusView.as_view(), name="email-status"),
+    path("", include("email_service.api.sending_urls")),
+    path("", include("email_service.api.tracking_urls")),
+    path("", include("email_service.api.oauth_urls")),
+    path("", include("email_service.api.client_urls")),
 ]

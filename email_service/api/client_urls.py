@@ -1,0 +1,5 @@
+"""Routes for the client audience, included under /api/ (CONTRACT.md)."""
+
+from django.urls import URLPattern, URLResolver
+
+urlpatterns: list[URLPattern | URLResolver] = []
