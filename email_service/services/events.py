@@ -56,7 +56,7 @@ _MACHINE_RULES: dict[str, _Rule] = {
     Type.OPEN: _Rule("machine_opened_at", "machine_opened", "machine_opens"),
     Type.CLICK: _Rule("machine_clicked_at", "machine_clicked", "machine_clicks"),
 }
-_COUNTER_FIELDS = {Type.OPEN: "open_count", Type.CLICK: "click_count"}
+_COUNTER_FIELDS: dict[str, str] = {Type.OPEN: "open_count", Type.CLICK: "click_count"}
 
 
 def client_local_date(moment: datetime, tz_name: str) -> date:
@@ -174,15 +174,19 @@ def bump_counters(model: type[models.Model], *, keys: dict[str, Any], counts: di
     """
     meta = model._meta
     table = connection.ops.quote_name(meta.db_table)
-    columns, values = [], []
+    columns: list[str] = []
+    values: list[Any] = []
     for name, value in keys.items():
         field = meta.get_field(name.removesuffix("_id"))
+        assert isinstance(field, models.Field)
         target = field.target_field if isinstance(field, models.ForeignKey) else field
-        columns.append(field.column)  # type: ignore[union-attr]
+        columns.append(str(field.column))
         values.append(target.get_db_prep_value(value, connection, prepared=False))
     conflict = ", ".join(connection.ops.quote_name(c) for c in columns)
     for name, value in counts.items():
-        columns.append(meta.get_field(name).column)  # type: ignore[union-attr]
+        counter = meta.get_field(name)
+        assert isinstance(counter, models.Field)
+        columns.append(str(counter.column))
         values.append(value)
     quoted = [connection.ops.quote_name(c) for c in columns]
     assignments = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in quoted[len(keys) :])
