@@ -23,3 +23,29 @@ def resume_mailbox(*, mailbox: Mailbox) -> bool:
         status=Status.ACTIVE, status_reason="", updated_at=timezone.now()
     )
     return changed == 1
+
+
+def disconnect_mailbox(*, mailbox: Mailbox, reason: str) -> int:
+    """Mark the mailbox disconnected and hold its unsent emails (never fail or lose them).
+
+    Returns how many queued emails were held. Revoking the token at Google is the caller's
+    first step when the disconnection is asked for (not when Google already refused us).
+    """
+    from django.db import transaction
+
+    from email_service.models import EmailSendQueue
+
+    now = timezone.now()
+    with transaction.atomic():
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            status=Status.DISCONNECTED,
+            status_reason=reason,
+            disconnected_at=now,
+            last_error=reason,
+            last_error_at=now,
+            updated_at=now,
+        )
+        mailbox.status, mailbox.status_reason, mailbox.disconnected_at = Status.DISCONNECTED, reason, now
+        return EmailSendQueue.objects.filter(mailbox=mailbox, status=EmailSendQueue.Status.QUEUED).update(
+            status=EmailSendQueue.Status.HELD, status_reason="mailbox_disconnected", updated_at=now
+        )
