@@ -32,11 +32,11 @@ def client_routes() -> list[tuple[str, str, URLPattern]]:
             else:
                 yield prefix + str(pattern.pattern), pattern
 
-    routes = []
+    routes: list[tuple[str, str, URLPattern]] = []
     for route, pattern in walk(get_resolver().url_patterns, ""):
         if not route.startswith("api/client/"):
             continue
-        view_class = pattern.callback.view_class  # type: ignore[attr-defined]
+        view_class = pattern.callback.view_class
         routes.extend((route, method, pattern) for method in METHODS if hasattr(view_class, method))
     return routes
 
@@ -112,7 +112,7 @@ def alices_world(alice, charlie):
     }
 
 
-def alice_state(world) -> dict:
+def alice_state(world) -> dict[str, object]:
     alice = world["alice"]
     alice.refresh_from_db()
     return {

@@ -45,11 +45,11 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def forge(header: dict, claims: dict, signature: bytes = b"") -> str:
+def forge(header: dict[str, str], claims: dict[str, object], signature: bytes = b"") -> str:
     return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}.{b64(signature)}"
 
 
-def claims_of(token: str) -> dict:
+def claims_of(token: str) -> dict[str, object]:
     return jwt.decode(token, options={"verify_signature": False})
 
 
@@ -61,7 +61,7 @@ def assert_401(response, code: str | None = None):
 
 @pytest.fixture
 def alice_token(alice) -> str:
-    return login(APIClient(), "alice@alice.test", DEFAULT_PASSWORD).json()["access_token"]
+    return str(login(APIClient(), "alice@alice.test", DEFAULT_PASSWORD).json()["access_token"])
 
 
 def test_login_answers_the_contracts_shape_and_the_token_opens_the_dashboard(api, alice):

@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.core.management import call_command
 
-from email_service.models import Campaign, EmailSendQueue, Mailbox
+from email_service.models import EmailSendQueue, Mailbox
 from email_service.services.events import record_event
 from tests.conftest import dashboard_api
 from tests.factories import CampaignFactory, EmailSendQueueFactory, LeadFactory, MailboxFactory
@@ -47,7 +47,7 @@ def history(alice, charlie, freeze_now):
     spring = CampaignFactory(client=alice, name="Spring")
     mailbox = MailboxFactory(client=alice, email="sdr@alice.test", sent_today=3, sent_today_date=date(2026, 4, 5))
 
-    def send(name: str, sent_at: str, campaign: Campaign, step: int) -> EmailSendQueue:
+    def send(name, sent_at, campaign, step):
         lead = LeadFactory(client=alice, email=f"{name.lower()}@prospect.test")
         message = EmailSendQueueFactory(
             client=alice,
@@ -161,7 +161,7 @@ def test_campaigns_give_each_steps_numbers(history):
     call_command("verify_rollups")
 
 
-def zero_day(day: date) -> dict:
+def zero_day(day: date) -> dict[str, object]:
     return {"date": day.isoformat(), "sent": 0, "opens": 0, "clicks": 0, "replies": 0, "bounces": 0, "unsubscribes": 0}
 
 
