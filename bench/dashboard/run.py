@@ -129,7 +129,7 @@ def load(args: argparse.Namespace) -> dict[str, int]:
     now = datetime.now(UTC)
     total_messages = int(1_000_000 * args.scale)
     largest = int(total_messages * args.largest_share)
-    per_other = (total_messages - largest) // (args.clients - 1)
+    per_other, remainder = divmod(total_messages - largest, args.clients - 1)
     counts = {"clients": 0, "messages": 0, "events": 0, "leads": 0}
     with connection.cursor() as cursor:
         cursor.execute(
@@ -158,7 +158,8 @@ def load(args: argparse.Namespace) -> dict[str, int]:
             cursor.execute(f'DROP INDEX "{name}"')
         loader = Loader(cursor.cursor)
         for n, client in enumerate(Client.objects.order_by("email")):
-            messages = largest if client.email == "owner0@bench.test" else per_other
+            # The first `remainder` smaller clients take one more, so the total is exact.
+            messages = largest if client.email == "owner0@bench.test" else per_other + (0 < n <= remainder)
             campaigns = [client.campaigns.get(is_default=True).pk] + [
                 Campaign.objects.create(client=client, name=f"Campaign {c}").pk for c in range(1, 6)
             ]

@@ -115,9 +115,18 @@ class CampaignStateSerializer(serializers.Serializer[dict[str, Any]]):
 
 
 class RepliesQuerySerializer(serializers.Serializer[dict[str, int]]):
-    page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=100_000)
+    page = serializers.IntegerField(
+        required=False,
+        default=1,
+        min_value=1,
+        max_value=stats.MAX_REPLY_OFFSET,
+        help_text=f"Page number, for the first {stats.MAX_REPLY_OFFSET} entries; deeper, follow next_cursor.",
+    )
     page_size = serializers.IntegerField(
         required=False, default=stats.DEFAULT_PAGE_SIZE, min_value=1, max_value=stats.MAX_PAGE_SIZE
+    )
+    cursor = serializers.CharField(
+        required=False, max_length=200, help_text="The next_cursor of the previous page: the next entries at any depth."
     )
 
 
@@ -138,6 +147,7 @@ class ReplyPageSerializer(serializers.Serializer[dict[str, Any]]):
     page = serializers.IntegerField()
     page_size = serializers.IntegerField()
     has_next = serializers.BooleanField()
+    next_cursor = serializers.CharField(allow_null=True, help_text="Pass as cursor for the next page.")
 
 
 class TimelineQuerySerializer(serializers.Serializer[dict[str, int]]):

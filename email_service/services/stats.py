@@ -9,6 +9,7 @@ rows at most, whatever the number of raw events. Days are the client's local cal
 
 from __future__ import annotations
 
+import base64
 import uuid
 import zoneinfo
 from dataclasses import dataclass
@@ -135,6 +136,29 @@ class ReplyPage:
     page: int
     page_size: int
     has_next: bool
+    next_cursor: str | None
+
+
+# Offset paging reads every skipped row; past this depth the feed asks for its cursor instead.
+MAX_REPLY_OFFSET = 10_000
+
+
+def encode_reply_cursor(*, occurred_at: datetime, event_id: int) -> str:
+    """An opaque position in the feed: the (time, id) of the last entry seen."""
+    raw = f"{occurred_at.isoformat()}|{event_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_reply_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, event_id = raw.split("|")
+        occurred_at = datetime.fromisoformat(moment)
+        if occurred_at.tzinfo is None:
+            raise ValueError
+        return occurred_at, int(event_id)
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise InvalidInput("cursor is not a cursor this feed gave.", field="cursor", code="invalid_cursor") from None
 
 
 def check_bounded_int(value: int, *, field: str, minimum: int, maximum: int) -> int:
@@ -143,19 +167,30 @@ def check_bounded_int(value: int, *, field: str, minimum: int, maximum: int) -> 
     return value
 
 
-def replies_feed(*, client: Client, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE) -> ReplyPage:
+def replies_feed(
+    *, client: Client, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+) -> ReplyPage:
     """Replies, auto-replies and bounces of the client's emails, newest first.
 
     Reads the partial index `event_client_inbound_time` (client, occurred_at DESC, id DESC over the
-    three kinds): a page costs `page_size` index entries, not a scan of the client's events.
+    three kinds). With `cursor` (the previous page's `next_cursor`) a page starts right after the
+    last entry seen and costs `page_size` index entries at any depth; `page` numbers are offered
+    for the first MAX_REPLY_OFFSET entries only, because an offset reads every row it skips.
     """
-    check_bounded_int(page, field="page", minimum=1, maximum=100_000)
     check_bounded_int(page_size, field="page_size", minimum=1, maximum=MAX_PAGE_SIZE)
+    check_bounded_int(page, field="page", minimum=1, maximum=MAX_REPLY_OFFSET // page_size)
+    events_query = EmailEvent.objects.filter(client=client, event_type__in=REPLY_KINDS)
+    if cursor is not None:
+        if page != 1:
+            raise InvalidInput("page cannot be combined with cursor.", field="page", code="page_with_cursor")
+        occurred_at, event_id = decode_reply_cursor(cursor)
+        # `occurred_at <= t` bounds the index scan; ties at t are cut by id.
+        events_query = events_query.filter(occurred_at__lte=occurred_at).exclude(
+            occurred_at=occurred_at, id__gte=event_id
+        )
     offset = (page - 1) * page_size
     events = list(
-        EmailEvent.objects.filter(client=client, event_type__in=REPLY_KINDS)
-        .select_related("lead", "message")
-        .order_by("-occurred_at", "-id")[offset : offset + page_size + 1]
+        events_query.select_related("lead", "message").order_by("-occurred_at", "-id")[offset : offset + page_size + 1]
     )
     results = [
         {
@@ -171,7 +206,15 @@ def replies_feed(*, client: Client, page: int = 1, page_size: int = DEFAULT_PAGE
         }
         for event in events[:page_size]
     ]
-    return ReplyPage(results=results, page=page, page_size=page_size, has_next=len(events) > page_size)
+    has_next = len(events) > page_size
+    last = events[page_size - 1] if has_next else None
+    return ReplyPage(
+        results=results,
+        page=page,
+        page_size=page_size,
+        has_next=has_next,
+        next_cursor=encode_reply_cursor(occurred_at=last.occurred_at, event_id=last.pk) if last else None,
+    )
 
 
 def client_timeline(

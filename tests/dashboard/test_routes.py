@@ -7,6 +7,7 @@ import uuid
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from email_service.models import ClientDailyActivity, EmailSendQueue, StepDailyStats
 from email_service.services.events import record_event
@@ -65,6 +66,11 @@ def test_an_unknown_id_is_a_404_and_a_malformed_one_never_reaches_a_view(alice_a
         ("/api/client/replies", {"page_size": "101"}, "page_size"),
         ("/api/client/replies", {"page_size": "0"}, "page_size"),
         ("/api/client/replies", {"page_size": "1e3"}, "page_size"),
+        ("/api/client/replies", {"page": "101", "page_size": "100"}, "page"),  # deeper than 10,000: use the cursor
+        ("/api/client/replies", {"cursor": "!!!"}, "cursor"),
+        ("/api/client/replies", {"cursor": "bm90LWEtY3Vyc29y"}, "cursor"),
+        ("/api/client/replies", {"cursor": "x" * 201}, "cursor"),
+        ("/api/client/replies", {"page": "2", "cursor": "MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHwx"}, "page"),
     ],
 )
 def test_a_bad_paging_or_days_parameter_is_a_400_naming_it(alice_api, url, params, field):
@@ -76,6 +82,24 @@ def test_a_bad_paging_or_days_parameter_is_a_400_naming_it(alice_api, url, param
 def test_the_bounds_themselves_are_accepted(alice_api):
     assert len(alice_api.get("/api/client/timeline", {"days": 366}).json()["days"]) == 366
     assert alice_api.get("/api/client/replies", {"page_size": 100}).json()["page_size"] == 100
+
+
+def test_the_cursor_walks_entries_sharing_one_instant_without_skipping_or_repeating(alice, alice_api, charlie):
+    moment = timezone.now()
+    replies = []
+    for n in range(5):
+        message = EmailSendQueueFactory(client=alice, sequence_number=n + 1, status="sent")
+        replies.append(record_event(message=message, event_type="reply", occurred_at=moment))
+    record_event(message=EmailSendQueueFactory(client=charlie, status="sent"), event_type="reply", occurred_at=moment)
+    seen, cursor = [], None
+    while True:
+        params = {"page_size": 2} | ({"cursor": cursor} if cursor else {})
+        body = alice_api.get("/api/client/replies", params).json()
+        seen += [row["id"] for row in body["results"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert seen == sorted((event.pk for event in replies), reverse=True)
 
 
 def test_every_dashboard_route_needs_a_token(api):

@@ -218,6 +218,10 @@ def test_replies_are_newest_first_with_their_kind_and_paginated(history):
     assert second["has_next"] is False
     beyond = history["api"].get("/api/client/replies", {"page_size": 2, "page": 3}).json()
     assert (beyond["results"], beyond["has_next"]) == ([], False)
+    # The cursor walks the same feed at any depth.
+    by_cursor = history["api"].get("/api/client/replies", {"page_size": 2, "cursor": first["next_cursor"]}).json()
+    assert by_cursor["results"] == second["results"]
+    assert (by_cursor["has_next"], by_cursor["next_cursor"]) == (False, None)
 
 
 def test_mailboxes_show_todays_sends_against_the_effective_limit(history, alice):
