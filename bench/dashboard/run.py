@@ -346,11 +346,16 @@ def build_rollups() -> None:
 def measure(args: argparse.Namespace) -> list[dict[str, object]]:
     from rest_framework.test import APIClient
 
-    from email_service.models import Client
+    from email_service.models import Client, EmailEvent
     from email_service.services.auth import issue_access_token
+    from email_service.services.stats import REPLY_KINDS, encode_reply_cursor
 
     client = Client.objects.get(email="owner0@bench.test")
     campaign = client.campaigns.get(is_default=True)
+    inbound = EmailEvent.objects.filter(client=client, event_type__in=REPLY_KINDS).order_by("-occurred_at", "-id")
+    depth = min(20_000, inbound.count() - 100)
+    deep = inbound[depth]
+    deep_cursor = encode_reply_cursor(occurred_at=deep.occurred_at, event_id=deep.pk)
     api = APIClient(HTTP_HOST="localhost")  # in ALLOWED_HOSTS by default
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_access_token(client=client).token}")
     routes: list[tuple[str, Callable[[], Any]]] = [
@@ -358,8 +363,12 @@ def measure(args: argparse.Namespace) -> list[dict[str, object]]:
         ("GET /api/client/campaigns", lambda: api.get("/api/client/campaigns")),
         ("GET /api/client/replies", lambda: api.get("/api/client/replies")),
         (
-            "GET /api/client/replies?page=200&page_size=100",
-            lambda: api.get("/api/client/replies?page=200&page_size=100"),
+            "GET /api/client/replies?page=100&page_size=100",
+            lambda: api.get("/api/client/replies?page=100&page_size=100"),
+        ),
+        (
+            f"GET /api/client/replies?cursor=<{depth:,} deep>&page_size=100",
+            lambda: api.get("/api/client/replies", {"cursor": deep_cursor, "page_size": 100}),
         ),
         ("GET /api/client/timeline?days=30", lambda: api.get("/api/client/timeline?days=30")),
         ("GET /api/client/timeline?days=366", lambda: api.get("/api/client/timeline?days=366")),
