@@ -90,6 +90,9 @@ class SandboxControl:
     def set_replace_message_ids(self, email: str, enabled: bool) -> None:
         self._call("POST", self._box(email) + "/replace-message-ids", {"enabled": enabled})
 
+    def issue_tokens(self, email: str, scopes: Sequence[str], *, client_id: str | None = None) -> dict[str, Any]:
+        return dict(self._call("POST", "/tokens", {"email": email, "scopes": list(scopes), "client_id": client_id}))
+
     def messages(self, email: str) -> list[MailboxMessage]:
         return [MailboxMessage.from_json(m) for m in self._call("GET", self._box(email) + "/messages")]
 

@@ -590,6 +590,45 @@ class SandboxState:
                 answer["refresh_token"] = grant.refresh_token
             return answer
 
+    def issue_tokens(
+        self,
+        email_address: str,
+        scopes: Sequence[str],
+        *,
+        client_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Skip the browser: grant ``scopes`` of ``email_address`` to a client, as a code exchange would.
+
+        Returns the token endpoint's answer (access_token, refresh_token, expires_in, scope).
+        ``client_id`` may be left out when exactly one client is registered.
+        """
+        with self._lock:
+            key = _norm_email(email_address)
+            if key not in self._accounts:
+                raise ControlError(404, f"unknown account {email_address!r}")
+            if client_id is None:
+                if len(self._clients) != 1:
+                    raise ControlError(400, "client_id is required when several clients are registered")
+                client_id = next(iter(self._clients))
+            if client_id not in self._clients:
+                raise ControlError(404, f"unknown client {client_id!r}")
+            if not scopes:
+                raise ControlError(400, "at least one scope is required")
+            grant = Grant(
+                grant_id=secrets.token_hex(8),
+                client_id=client_id,
+                email=key,
+                scopes=tuple(dict.fromkeys(scopes)),
+                refresh_token="1//0" + secrets.token_urlsafe(64),
+                offline=True,
+            )
+            assert grant.refresh_token is not None
+            self._refresh_tokens[grant.refresh_token] = grant.grant_id
+            self._grants[grant.grant_id] = grant
+            answer = self._issue_access_token(grant, grant.scopes)
+            answer["refresh_token"] = grant.refresh_token
+            return answer
+
     def grant_for_refresh_token(self, token: str | None) -> Grant | None:
         with self._lock:
             grant_id = self._refresh_tokens.get(token or "")
@@ -860,7 +899,7 @@ class SandboxState:
                 sender = email.utils.formataddr((account.display_name, account.email))
                 raw = mime.replace_header(raw, "From", sender)
             if mime.get_header(headers, "Date") is None:
-                now = datetime.datetime.fromtimestamp(self._clock(), datetime.timezone.utc)
+                now = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC)
                 raw = mime.replace_header(raw, "Date", email.utils.format_datetime(now))
             message = self._store(box, raw, thread_id, ["SENT"], "sent")
             box.send_times.append(message.received_at)
