@@ -67,8 +67,9 @@ def make_message(
 class Api:
     """Bare Gmail REST calls with a bearer token (requests, no Google library)."""
 
-    def __init__(self, sandbox: GoogleSandbox, token: str) -> None:
-        self.base = sandbox.base_url + "/gmail/v1/users/me"
+    def __init__(self, sandbox: GoogleSandbox | str, token: str) -> None:
+        base_url = sandbox if isinstance(sandbox, str) else sandbox.base_url
+        self.base = base_url.rstrip("/") + "/gmail/v1/users/me"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
 

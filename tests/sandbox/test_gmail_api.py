@@ -292,14 +292,21 @@ def test_deliver_threads_replies_like_gmail(google_sandbox: GoogleSandbox, api: 
     assert reply.label_ids == ["INBOX", "UNREAD"]
     by_references = google_sandbox.deliver(
         TEST_ACCOUNT,
-        make_message(to=TEST_ACCOUNT, message_id="<r2@p.test>", headers={"References": "<zzz@x> <reply-1@prospect.test>"}),
+        make_message(
+            to=TEST_ACCOUNT, message_id="<r2@p.test>", headers={"References": "<zzz@x> <reply-1@prospect.test>"}
+        ),
     )
     assert by_references.thread_id == sent["threadId"]
     unrelated = google_sandbox.deliver(TEST_ACCOUNT, make_message(to=TEST_ACCOUNT, message_id="<new@p.test>"))
     assert unrelated.thread_id == unrelated.gmail_id
     forced = google_sandbox.deliver(TEST_ACCOUNT, make_message(message_id="<f@p.test>"), thread_id=sent["threadId"])
     thread = api.get(f"/threads/{sent['threadId']}", format="minimal").json()
-    assert [m["id"] for m in thread["messages"]] == [sent["id"], reply.gmail_id, by_references.gmail_id, forced.gmail_id]
+    assert [m["id"] for m in thread["messages"]] == [
+        sent["id"],
+        reply.gmail_id,
+        by_references.gmail_id,
+        forced.gmail_id,
+    ]
     assert thread["historyId"] == thread["messages"][-1]["historyId"]
     threads = api.get("/threads", q="in:inbox").json()
     # ordered by their newest matching message: "forced" arrived last
@@ -345,9 +352,9 @@ def test_history_paging_types_labels_and_expiry(google_sandbox: GoogleSandbox, a
     fresh = api.get("/history", startHistoryId=current)
     assert fresh.status_code == 200
     newer = send_to(api, "h@h.test", 9)
-    assert [r["messagesAdded"][0]["message"]["id"] for r in api.get("/history", startHistoryId=current).json()["history"]] == [
-        newer
-    ]
+    assert [
+        r["messagesAdded"][0]["message"]["id"] for r in api.get("/history", startHistoryId=current).json()["history"]
+    ] == [newer]
     assert api.get("/history").status_code == 400
 
 
