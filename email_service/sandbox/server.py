@@ -9,6 +9,7 @@ import logging
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.parse
@@ -438,6 +439,14 @@ class _Server(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            # The client gave up (e.g. its timeout fired during a latency fault): normal here.
+            logger.debug("client %s went away: %r", client_address, error)
+            return
+        logger.exception("sandbox: error while serving %s", client_address)
 
     def track(self, sock: socket.socket) -> None:
         with self._connections_lock:

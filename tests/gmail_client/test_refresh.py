@@ -89,9 +89,7 @@ def test_invalid_grant_on_refresh_is_authorization_revoked(
     assert google_sandbox.sent_messages(TEST_ACCOUNT) == []
 
 
-def test_user_revoking_access_is_authorization_revoked(
-    client: GmailClient, google_sandbox: GoogleSandbox
-) -> None:
+def test_user_revoking_access_is_authorization_revoked(client: GmailClient, google_sandbox: GoogleSandbox) -> None:
     client.get_profile()
     google_sandbox.revoke_grants(TEST_ACCOUNT)
     with pytest.raises(AuthorizationRevoked):
@@ -121,4 +119,4 @@ def test_credentials_repr_hides_tokens(mailbox_credentials: MailboxCredentials, 
     assert mailbox_credentials.refresh_token not in repr(mailbox_credentials)
     assert config.client_secret not in repr(config)
     with pytest.raises(ValueError, match="aware"):
-        MailboxCredentials("a", "r", dt.datetime(2030, 1, 1), ())  # noqa: DTZ001 - the point of the test
+        MailboxCredentials("a", "r", dt.datetime(2030, 1, 1), ())
