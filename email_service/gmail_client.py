@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -909,7 +910,7 @@ def code_from_callback(params: Mapping[str, str], expected_state: str) -> str:
 
     Raises :class:`AuthorizationFailed` (``access_denied`` when the user said no).
     """
-    if params.get("state") != expected_state:
+    if not secrets.compare_digest((params.get("state") or "").encode(), expected_state.encode()):
         raise AuthorizationFailed("state_mismatch", "the OAuth state does not match this session")
     error = params.get("error")
     if error:
@@ -957,7 +958,7 @@ def exchange_code(
     )
     missing = [s for s in required_scopes if s not in granted]
     if missing or not credentials.refresh_token:
-        with contextlib.suppress(GmailError):
+        with contextlib.suppress(GmailError, ValueError):
             revoke_token(config, credentials.refresh_token or str(token["access_token"]))
         if missing:
             raise ScopesNotGranted(missing, granted)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
+import functools
 import hashlib
 import random
 import secrets
@@ -160,6 +161,11 @@ class StoredMessage:
     @property
     def message_id(self) -> str | None:
         return mime.get_header(self.header_list, "Message-ID")
+
+    @functools.cached_property
+    def search_view(self) -> Searchable:
+        """Built once: a stored message's headers and labels never change."""
+        return self.searchable()
 
     def searchable(self) -> Searchable:
         address_headers = ("from", "to", "cc", "bcc")
@@ -911,7 +917,7 @@ class SandboxState:
         except QueryError as exc:
             raise errors.invalid_argument(f"Invalid query: {exc}") from exc
         wanted = set(label_ids)
-        found = [m for m in box.messages.values() if wanted <= set(m.label_ids) and predicate(m.searchable())]
+        found = [m for m in box.messages.values() if wanted <= set(m.label_ids) and predicate(m.search_view)]
         found.sort(key=lambda m: (m.internal_date_ms, int(m.gmail_id, 16)), reverse=True)
         return found
 
