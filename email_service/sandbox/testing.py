@@ -65,22 +65,33 @@ def make_message(
 
 
 class Api:
-    """Bare Gmail REST calls with a bearer token (requests, no Google library)."""
+    """Bare Gmail REST calls with a bearer token (requests, no Google library).
+
+    Each call uses its own connection, so nothing is left open when a test ends.
+    """
 
     def __init__(self, sandbox: GoogleSandbox | str, token: str) -> None:
         base_url = sandbox if isinstance(sandbox, str) else sandbox.base_url
-        self.base = base_url.rstrip("/") + "/gmail/v1/users/me"
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.root = base_url.rstrip("/")
+        self.base = self.root + "/gmail/v1/users/me"
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """``url`` is absolute, or a path under ``/gmail/v1/users/me``."""
+        full = url if url.startswith("http") else self.base + url
+        return requests.request(method, full, headers=self.headers, timeout=5, **kwargs)
 
     def get(self, path: str, **params: Any) -> requests.Response:
-        return self.session.get(self.base + path, params=params, timeout=5)
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any) -> requests.Response:
+        return self.request("POST", path, json=body)
 
     def send(self, raw: bytes, thread_id: str | None = None) -> requests.Response:
         body: dict[str, str] = {"raw": base64.urlsafe_b64encode(raw).decode()}
         if thread_id:
             body["threadId"] = thread_id
-        return self.session.post(self.base + "/messages/send", json=body, timeout=5)
+        return self.post("/messages/send", body)
 
 
 def api_for(sandbox: GoogleSandbox, email: str = TEST_ACCOUNT, scopes: tuple[str, ...] = TEST_SCOPES) -> Api:

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import datetime as dt
 import time
+from typing import Any
 
 import google_auth_httplib2
 import httplib2
@@ -109,7 +110,7 @@ def test_lost_answer_to_send_is_outcome_unknown_and_sent_exactly_once(
     assert found.gmail_id == google_sandbox.sent_messages(TEST_ACCOUNT)[0].gmail_id
 
 
-def plain_service(sandbox: GoogleSandbox) -> object:
+def plain_service(sandbox: GoogleSandbox) -> Any:
     tokens = sandbox.issue_tokens(TEST_ACCOUNT, ["https://www.googleapis.com/auth/gmail.send"])
     return build(
         "gmail",
@@ -131,20 +132,19 @@ def test_plain_httplib2_resends_after_a_clean_close_even_with_retries_1(
     httplib2 always retries once as a "stale keep-alive connection", POST or not.
     """
     monkeypatch.setattr(httplib2, "RETRIES", retries)
-    service = plain_service(google_sandbox)
     google_sandbox.add_fault(OP_SEND, FAULT_ACCEPT_THEN_CLOSE)
     raw = base64.urlsafe_b64encode(make_message()).decode()
-    result = service.users().messages().send(userId="me", body={"raw": raw}).execute()  # type: ignore[attr-defined]
+    with plain_service(google_sandbox) as service:
+        result = service.users().messages().send(userId="me", body={"raw": raw}).execute()
     assert result["id"]  # the silent second attempt succeeded...
     assert len(google_sandbox.sent_messages(TEST_ACCOUNT)) == 2  # ...and the lead got two emails
 
 
 def test_plain_httplib2_lets_a_raw_socket_error_out_after_a_reset(google_sandbox: GoogleSandbox) -> None:
-    service = plain_service(google_sandbox)
     google_sandbox.add_fault(OP_SEND, FAULT_ACCEPT_THEN_RESET)
     raw = base64.urlsafe_b64encode(make_message()).decode()
-    with pytest.raises(ConnectionResetError):
-        service.users().messages().send(userId="me", body={"raw": raw}).execute()  # type: ignore[attr-defined]
+    with plain_service(google_sandbox) as service, pytest.raises(ConnectionResetError):
+        service.users().messages().send(userId="me", body={"raw": raw}).execute()
     assert len(google_sandbox.sent_messages(TEST_ACCOUNT)) == 1
 
 

@@ -216,4 +216,8 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         assert control.issue_tokens("demo@example.com", [GMAIL_READONLY])["access_token"]
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+        code = process.wait(timeout=10)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    assert code == 0

@@ -140,6 +140,7 @@ def test_accept_then_reset_stores_the_message_and_resets(google_sandbox: GoogleS
     conn = raw_send(google_sandbox, token)
     with pytest.raises(ConnectionResetError) as caught:
         conn.getresponse()
+    conn.close()
     # A reset, not a clean close: RemoteDisconnected subclasses ConnectionResetError, rule it out.
     assert not isinstance(caught.value, http.client.RemoteDisconnected)
     [stored] = google_sandbox.sent_messages(TEST_ACCOUNT)
@@ -152,6 +153,7 @@ def test_accept_then_close_stores_the_message_and_closes_cleanly(google_sandbox:
     conn = raw_send(google_sandbox, token)
     with pytest.raises(http.client.RemoteDisconnected):
         conn.getresponse()
+    conn.close()
     assert len(google_sandbox.sent_messages(TEST_ACCOUNT)) == 1
 
 

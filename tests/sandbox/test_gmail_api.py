@@ -66,6 +66,7 @@ def test_discovery_client_reaches_the_sandbox_paths(google_sandbox: GoogleSandbo
     assert got.execute()["payload"]["headers"] == [{"name": "Subject", "value": "Hello"}]
     history = service.users().history().list(userId="me", startHistoryId="1", historyTypes=["messageAdded"])
     assert "historyTypes=messageAdded" in history.uri
+    service.close()
 
 
 def test_profile_counts_and_history_id(google_sandbox: GoogleSandbox, api: Api) -> None:
@@ -145,7 +146,7 @@ def test_send_into_existing_thread_and_unknown_thread(google_sandbox: GoogleSand
     ],
 )
 def test_send_rejects_bad_messages_with_400(google_sandbox: GoogleSandbox, api: Api, body: dict, message: str) -> None:
-    response = api.session.post(api.base + "/messages/send", json=body, timeout=5)
+    response = api.post("/messages/send", body)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["message"] == message
@@ -167,9 +168,9 @@ def test_send_needs_a_send_scope_and_reads_need_read_scopes(google_sandbox: Goog
 
 def test_other_users_mailbox_is_delegation_denied(google_sandbox: GoogleSandbox, api: Api) -> None:
     google_sandbox.add_account("other@example.com")
-    own = api.session.get(google_sandbox.base_url + "/gmail/v1/users/sender%40example.com/profile", timeout=5)
+    own = api.request("GET", google_sandbox.base_url + "/gmail/v1/users/sender%40example.com/profile")
     assert own.status_code == 200
-    other = api.session.get(google_sandbox.base_url + "/gmail/v1/users/other%40example.com/profile", timeout=5)
+    other = api.request("GET", google_sandbox.base_url + "/gmail/v1/users/other%40example.com/profile")
     assert other.status_code == 403
     assert other.json()["error"]["message"] == "Delegation denied for sender@example.com"
 
@@ -181,7 +182,7 @@ def test_missing_bearer_is_401_required(google_sandbox: GoogleSandbox) -> None:
 
 
 def test_unimplemented_gmail_method_says_so(google_sandbox: GoogleSandbox, api: Api) -> None:
-    response = api.session.post(api.base + "/messages/import", json={}, timeout=5)
+    response = api.post("/messages/import", {})
     assert response.status_code == 501
     assert "does not implement" in response.json()["error"]["message"]
 
@@ -248,10 +249,10 @@ def test_get_formats(google_sandbox: GoogleSandbox, api: Api) -> None:
     assert minimal["snippet"] == "Plain &amp; &lt;simple&gt; &#39;text&#39;"
     assert abs(int(minimal["internalDate"]) - time.time() * 1000) < 10_000
 
-    metadata = api.session.get(
-        api.base + f"/messages/{gid}",
+    metadata = api.request(
+        "GET",
+        f"/messages/{gid}",
         params=[("format", "metadata"), ("metadataHeaders", "x-oree-queue-id"), ("metadataHeaders", "Message-ID")],
-        timeout=5,
     ).json()
     assert metadata["payload"]["headers"] == [
         {"name": "Message-ID", "value": "<q-1@oree.test>"},
@@ -373,3 +374,4 @@ def test_http_error_from_discovery_client_parses(google_sandbox: GoogleSandbox) 
         service.users().getProfile(userId="me").execute()
     assert caught.value.status_code == 401
     assert caught.value.error_details[0]["reason"] == "authError"
+    service.close()
