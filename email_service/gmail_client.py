@@ -39,7 +39,7 @@ from email import policy
 from email.message import Message
 from email.parser import BytesParser
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import google.auth.exceptions
 import google_auth_httplib2
@@ -369,7 +369,7 @@ def _parse_retry_at(message: str, retry_after_header: str | None) -> dt.datetime
     match = _RETRY_AFTER_RE.search(message or "")
     if match:
         try:
-            return dt.datetime.fromisoformat(match.group(1).replace("Z", "+00:00")).astimezone(dt.UTC)
+            return dt.datetime.fromisoformat(match.group(1)).astimezone(dt.UTC)  # 3.11+ reads "Z"
         except ValueError:
             pass
     if retry_after_header:
@@ -555,7 +555,7 @@ class GmailClient:
             http=self._http,
         )
 
-    def __enter__(self) -> GmailClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from .server import GoogleSandbox
 from .state import OAuthClient
@@ -66,8 +67,13 @@ def serve(
     access_token_lifetime: float = 3600.0,
     out: TextIO | None = None,
     ready: Callable[[GoogleSandbox], None] | None = None,
+    stop_event: threading.Event | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, printing the settings that point the app at it."""
+    """Serve until SIGINT/SIGTERM, printing the settings that point the app at it.
+
+    ``ready`` is called with the running sandbox (e.g. to seed accounts). Setting
+    ``stop_event`` stops it too, which is how a caller in another thread ends it.
+    """
     stream = out or sys.stdout
     sandbox = GoogleSandbox(
         host,
@@ -78,36 +84,32 @@ def serve(
         access_token_lifetime=access_token_lifetime,
     )
     sandbox.start()
+    stopping = stop_event or threading.Event()
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
 
+    previous: Any = None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread: rely on the caller to stop us
-        previous = None
-    print(f"Google sandbox listening on {sandbox.base_url}", file=stream)
-    print(f"GOOGLE_AUTH_URI={sandbox.auth_uri}", file=stream)
-    print(f"GOOGLE_TOKEN_URI={sandbox.token_uri}", file=stream)
-    print(f"GOOGLE_REVOKE_URI={sandbox.revoke_uri}", file=stream)
-    print(f"GMAIL_API_ENDPOINT={sandbox.gmail_endpoint}", file=stream)
-    print(f"control API: {sandbox.base_url}/_sandbox/", file=stream, flush=True)
-    if ready is not None:
-        ready(sandbox)
-    try:
-        signal.pause() if previous is not None else _wait_forever()
+        print(f"Google sandbox listening on {sandbox.base_url}", file=stream)
+        print(f"GOOGLE_AUTH_URI={sandbox.auth_uri}", file=stream)
+        print(f"GOOGLE_TOKEN_URI={sandbox.token_uri}", file=stream)
+        print(f"GOOGLE_REVOKE_URI={sandbox.revoke_uri}", file=stream)
+        print(f"GMAIL_API_ENDPOINT={sandbox.gmail_endpoint}", file=stream)
+        print(f"control API: {sandbox.base_url}/_sandbox/", file=stream, flush=True)
+        if ready is not None:
+            ready(sandbox)
+        while not stopping.wait(0.5):  # a timed wait stays interruptible by Ctrl-C
+            pass
     except KeyboardInterrupt:
         pass
     finally:
         sandbox.stop()
-        if previous is not None:
+        if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _wait_forever() -> None:
-    import threading
-
-    threading.Event().wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from . import errors
 from .errors import ApiError, ControlError, OAuthError
@@ -628,8 +628,9 @@ class GoogleSandbox:
             server.drop_connections()
             server.server_close()
 
-    def __enter__(self) -> GoogleSandbox:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(
         self,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from email_service.sandbox import (
     MailboxMessage,
     SandboxControl,
     SandboxControlError,
+    serve,
 )
 from email_service.sandbox.state import ControlError
 from email_service.sandbox.testing import GMAIL_READONLY, TEST_ACCOUNT, Api, api_for, make_message
@@ -202,7 +205,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
-        assert first.startswith("Google sandbox listening on http://127.0.0.1:"), first
+        assert first.startswith("Google sandbox listening on http://127.0.0.1:"), (first, process.poll())
         base_url = first.rsplit(" ", 1)[1].strip()
         settings = dict(process.stdout.readline().strip().split("=", 1) for _ in range(4))
         assert settings == {
@@ -216,8 +219,27 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         assert control.issue_tokens("demo@example.com", [GMAIL_READONLY])["access_token"]
     finally:
         process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
-    assert code == 0
+        _out, errors = process.communicate(timeout=10)
+    assert process.returncode == 0, errors
+
+
+def test_serve_in_a_thread_stops_on_its_event() -> None:
+    started: list[GoogleSandbox] = []
+    stop = threading.Event()
+    out = io.StringIO()
+    worker = threading.Thread(
+        target=serve,
+        kwargs={"port": 0, "accounts": ["t@example.com"], "out": out, "ready": started.append, "stop_event": stop},
+    )
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [sandbox] = started
+    assert SandboxControl(sandbox.base_url).accounts() == [{"email": "t@example.com", "display_name": ""}]
+    assert f"GMAIL_API_ENDPOINT={sandbox.gmail_endpoint}" in out.getvalue()
+    stop.set()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    with pytest.raises(OSError):
+        SandboxControl(sandbox.base_url, timeout=1).health()
