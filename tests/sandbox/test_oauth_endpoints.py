@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 import urllib.parse
 
 import pytest
@@ -226,14 +227,12 @@ def test_revoke_kills_the_whole_grant(google_sandbox: GoogleSandbox, which: str)
 
 
 def test_access_tokens_expire(google_sandbox: GoogleSandbox) -> None:
-    google_sandbox.state.set_access_token_lifetime(0.2)
+    google_sandbox.set_access_token_lifetime(1.0)
     token = google_sandbox.issue_tokens(TEST_ACCOUNT, [GMAIL_READONLY])["access_token"]
     url = google_sandbox.gmail_endpoint + "gmail/v1/users/me/profile"
     headers = {"Authorization": f"Bearer {token}"}
     assert requests.get(url, headers=headers, timeout=5).status_code == 200
-    import time
-
-    time.sleep(0.3)
+    time.sleep(1.1)
     expired = requests.get(url, headers=headers, timeout=5)
     assert expired.status_code == 401
     assert expired.headers["WWW-Authenticate"].startswith("Bearer")
