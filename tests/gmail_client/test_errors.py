@@ -153,9 +153,8 @@ def test_latency_beyond_timeout_on_send_is_outcome_unknown(
 ) -> None:
     quick = dataclasses.replace(config, timeout=0.5)
     google_sandbox.add_fault(OP_SEND, FAULT_LATENCY, latency=1.0)
-    with GmailClient(quick, mailbox_credentials) as gmail:
-        with pytest.raises(OutcomeUnknown):
-            gmail.send_raw(make_message())
+    with GmailClient(quick, mailbox_credentials) as gmail, pytest.raises(OutcomeUnknown):
+        gmail.send_raw(make_message())
     deadline = time.monotonic() + 3
     while not google_sandbox.sent_messages(TEST_ACCOUNT) and time.monotonic() < deadline:
         time.sleep(0.05)
