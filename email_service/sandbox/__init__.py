@@ -13,6 +13,7 @@ This package never imports Django.
 
 from .cli import main, serve
 from .control import SandboxControl, SandboxControlError
+from .errors import ControlError
 from .models import (
     DEFAULT_RETRY_AT,
     FAULT_ACCEPT_THEN_CLOSE,
@@ -62,6 +63,7 @@ __all__ = [
     "OP_THREAD",
     "OP_TOKEN_REFRESH",
     "AppliedFault",
+    "ControlError",
     "GoogleSandbox",
     "MailboxMessage",
     "OAuthClient",

@@ -10,7 +10,7 @@ import urllib.parse
 import pytest
 import requests
 from google_auth_oauthlib.flow import Flow
-from oauthlib.oauth2.rfc6749.errors import InsecureTransportError
+from oauthlib.oauth2.rfc6749.errors import InsecureTransportError  # type: ignore[import-untyped, unused-ignore]
 
 from email_service.gmail_client import (
     GMAIL_SCOPES,

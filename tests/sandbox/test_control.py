@@ -19,13 +19,13 @@ from email_service.sandbox import (
     FAULT_UNAVAILABLE,
     OP_PROFILE,
     OP_SEND,
+    ControlError,
     GoogleSandbox,
     MailboxMessage,
     SandboxControl,
     SandboxControlError,
     serve,
 )
-from email_service.sandbox.state import ControlError
 from email_service.sandbox.testing import GMAIL_READONLY, TEST_ACCOUNT, Api, api_for, make_message
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -25,9 +26,9 @@ from email_service.sandbox import (
     OP_PROFILE,
     OP_SEND,
     OP_TOKEN_REFRESH,
+    ControlError,
     GoogleSandbox,
 )
-from email_service.sandbox.state import ControlError
 from email_service.sandbox.testing import (
     GMAIL_READONLY,
     GMAIL_SEND,
@@ -208,7 +209,9 @@ def test_invalid_grant_only_hits_the_token_endpoint(google_sandbox: GoogleSandbo
         ((OP_SEND, FAULT_LATENCY), {}),
     ],
 )
-def test_bad_fault_specs_are_refused(google_sandbox: GoogleSandbox, args: tuple, kwargs: dict) -> None:
+def test_bad_fault_specs_are_refused(
+    google_sandbox: GoogleSandbox, args: tuple[str, str], kwargs: dict[str, Any]
+) -> None:
     with pytest.raises(ControlError):
         google_sandbox.add_fault(*args, **kwargs)
 

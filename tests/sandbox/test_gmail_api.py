@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from typing import Any
 
 import google_auth_httplib2
 import httplib2
@@ -145,7 +146,9 @@ def test_send_into_existing_thread_and_unknown_thread(google_sandbox: GoogleSand
         ({"raw": b64url(b"Subject: nobody\r\n\r\nhi\r\n")}, "Recipient address required"),
     ],
 )
-def test_send_rejects_bad_messages_with_400(google_sandbox: GoogleSandbox, api: Api, body: dict, message: str) -> None:
+def test_send_rejects_bad_messages_with_400(
+    google_sandbox: GoogleSandbox, api: Api, body: dict[str, str], message: str
+) -> None:
     response = api.post("/messages/send", body)
     assert response.status_code == 400
     error = response.json()["error"]
@@ -188,7 +191,7 @@ def test_unimplemented_gmail_method_says_so(google_sandbox: GoogleSandbox, api: 
 
 
 def send_to(api: Api, to: str, n: int) -> str:
-    return api.send(make_message(to=to, message_id=f"<m{n}@oree.test>", subject=f"S{n}")).json()["id"]
+    return str(api.send(make_message(to=to, message_id=f"<m{n}@oree.test>", subject=f"S{n}")).json()["id"])
 
 
 def test_list_queries(google_sandbox: GoogleSandbox, api: Api) -> None:
@@ -319,7 +322,7 @@ def test_history_paging_types_labels_and_expiry(google_sandbox: GoogleSandbox, a
     start = api.get("/profile").json()["historyId"]
     sent_ids = [send_to(api, "h@h.test", n) for n in range(3)]
     inbound = google_sandbox.deliver(TEST_ACCOUNT, make_message(to=TEST_ACCOUNT, message_id="<h-in@x>"))
-    records: list[dict] = []
+    records: list[dict[str, Any]] = []
     token = None
     last_history_id = None
     while True:
