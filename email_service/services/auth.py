@@ -223,10 +223,17 @@ def login(
                 cache.set(key, 1, timeout=retry_after + 1)
         raise AuthenticationError("Invalid email or password.", code="invalid_credentials")
     assert client is not None
+    with transaction.atomic():
+        # Race condition: a password change may commit between the hash check above and here. Under
+        # the row lock change_password also takes, either our session exists before it revokes the
+        # others, or we see the new hash and refuse: no session outlives the password it came from.
+        locked = Client.objects.select_for_update().get(pk=client.pk)
+        if not hmac.compare_digest(locked.password, client.password) or not locked.is_active:
+            raise AuthenticationError("Invalid email or password.", code="invalid_credentials")
+        Client.objects.filter(pk=client.pk).update(last_login_at=now)
+        issued = issue_access_token(client=locked, ip=ip, user_agent=user_agent, now=now)
     cache.delete(keys[0][0])
-    Client.objects.filter(pk=client.pk).update(last_login_at=now)
-    issued = issue_access_token(client=client, ip=ip, user_agent=user_agent, now=now)
-    return LoginResult(issued=issued, client=client)
+    return LoginResult(issued=issued, client=locked)
 
 
 def logout(*, session: ClientSession) -> None:

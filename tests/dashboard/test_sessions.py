@@ -272,3 +272,23 @@ def test_an_unknown_email_costs_the_same_time_as_a_wrong_password(api):
     known, unknown = (statistics.median(samples) for samples in timings.values())
     assert min(known, unknown) > 0.01, "the hash must dominate, or this test could not fail"
     assert abs(known - unknown) <= 0.25 * max(known, unknown), (known, unknown)
+
+
+class PasswordChangedDuringCheckHasher(PBKDF2PasswordHasher):
+    """Stands for a change-password request that commits while a login is checking the old hash."""
+
+    iterations = 1000
+
+    def verify(self, password: str, encoded: str) -> bool:
+        ok = super().verify(password, encoded)
+        from email_service.models import Client
+
+        Client.objects.filter(email="alice@alice.test").update(password=self.encode(NEW_PASSWORD, self.salt()))
+        return ok
+
+
+def test_a_login_checked_against_the_old_password_gets_no_session_once_it_changed(alice):
+    racing = override_settings(PASSWORD_HASHERS=["tests.dashboard.test_sessions.PasswordChangedDuringCheckHasher"])
+    with racing, pytest.raises(AuthenticationError):
+        auth.login(email="alice@alice.test", password=DEFAULT_PASSWORD)
+    assert not ClientSession.objects.filter(client=alice).exists()
