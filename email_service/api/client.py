@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from dataclasses import asdict
 from typing import Any, cast
 
 from django.conf import settings
@@ -346,7 +345,7 @@ class RepliesView(ClientAPIView):
         query = RepliesQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         page = stats.replies_feed(client=self.principal(request).client, **query.validated_data)
-        return Response(ReplyPageSerializer(asdict(page)).data)
+        return Response(ReplyPageSerializer(vars(page)).data)
 
 
 class TimelineView(ClientAPIView):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import uuid
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -167,6 +168,21 @@ def check_bounded_int(value: int, *, field: str, minimum: int, maximum: int) -> 
     return value
 
 
+def _reply_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    detail = row["detail"] if isinstance(row["detail"], dict) else {}
+    return {
+        "id": row["id"],
+        "kind": row["event_type"],
+        "lead_id": row["lead_id"],
+        "lead_email": row["lead__email"] or str(detail.get("from_email") or ""),
+        "subject": str(detail.get("subject") or row["message__subject"] or ""),
+        "snippet": str(detail.get("snippet") or ""),
+        "received_at": row["occurred_at"],
+        "sequence_number": row["sequence_number"],
+        "campaign_id": row["campaign_id"],
+    }
+
+
 def replies_feed(
     *, client: Client, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
 ) -> ReplyPage:
@@ -194,33 +210,27 @@ def replies_feed(
     ids = list(
         events_query.order_by("-occurred_at", "-id").values_list("id", flat=True)[offset : offset + page_size + 1]
     )
-    events = sorted(
-        EmailEvent.objects.filter(pk__in=ids).select_related("lead", "message"),
-        key=lambda event: (event.occurred_at, event.pk),
-        reverse=True,
+    # Only the columns the feed shows: no model instances for a hundred events and their joins.
+    rows = EmailEvent.objects.filter(pk__in=ids[:page_size]).values(
+        "id",
+        "event_type",
+        "lead_id",
+        "lead__email",
+        "detail",
+        "message__subject",
+        "occurred_at",
+        "sequence_number",
+        "campaign_id",
     )
-    results = [
-        {
-            "id": event.pk,
-            "kind": event.event_type,
-            "lead_id": event.lead_id,
-            "lead_email": event.lead.email if event.lead else str(event.detail.get("from_email", "")),
-            "subject": str(event.detail.get("subject") or (event.message.subject if event.message else "")),
-            "snippet": str(event.detail.get("snippet") or ""),
-            "received_at": event.occurred_at,
-            "sequence_number": event.sequence_number,
-            "campaign_id": event.campaign_id,
-        }
-        for event in events[:page_size]
-    ]
-    has_next = len(events) > page_size
-    last = events[page_size - 1] if has_next else None
+    results = [_reply_entry(row) for row in sorted(rows, key=lambda row: (row["occurred_at"], row["id"]), reverse=True)]
+    has_next = len(ids) > page_size
+    last = results[-1] if has_next else None
     return ReplyPage(
         results=results,
         page=page,
         page_size=page_size,
         has_next=has_next,
-        next_cursor=encode_reply_cursor(occurred_at=last.occurred_at, event_id=last.pk) if last else None,
+        next_cursor=encode_reply_cursor(occurred_at=last["received_at"], event_id=last["id"]) if last else None,
     )
 
 
