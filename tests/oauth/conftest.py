@@ -32,7 +32,7 @@ def initiate(google_settings):
         suffix = ("?" + urllib.parse.urlencode(params)) if params else ""
         response = api.get(f"/api/oauth/initiate/{client.pk}{suffix}")
         assert response.status_code == 302, response.content
-        return response["Location"]
+        return str(response["Location"])
 
     return run
 
