@@ -344,3 +344,32 @@ def test_reconnecting_keeps_an_operators_pause(alice, alice_api, connect_through
     response = connect_through_google(alice_api, alice)
 
     assert response.status_code == 200 and response.json()["mailbox"]["status"] == "paused"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_callbacks_racing_with_one_state_connect_at_most_once(alice, alice_api, initiate):
+    import threading
+
+    from django.db import connection
+    from django.test import Client as BrowserClient
+
+    query = consent(initiate(alice_api, alice))
+    barrier = threading.Barrier(3)
+    answers: list[tuple[int, str]] = []
+
+    def callback() -> None:
+        try:
+            barrier.wait(timeout=5)
+            response = BrowserClient().get(f"/api/oauth/callback?{query}", HTTP_ACCEPT="application/json")
+            answers.append((response.status_code, response.json().get("code", "")))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=callback) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(answers) == [(200, ""), (400, "state_used"), (400, "state_used")]
+    assert Mailbox.objects.filter(client=alice).count() == 1
