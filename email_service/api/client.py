@@ -25,7 +25,7 @@ from email_service.services import auth as auth_service
 from email_service.services import stats
 from email_service.services.campaigns import pause_campaign, resume_campaign
 from email_service.services.client_settings import client_settings, update_client_settings
-from email_service.services.mailboxes import disconnect_mailbox
+from email_service.services.mailboxes import disconnect_mailbox_by_request
 
 
 def client_ip(request: Request) -> str | None:
@@ -44,7 +44,9 @@ def client_ip(request: Request) -> str | None:
 # --- Shapes --------------------------------------------------------------------------------------
 
 
-class ErrorSerializer(serializers.Serializer[dict[str, Any]]):
+class ClientErrorSerializer(serializers.Serializer[dict[str, Any]]):
+    """The project's error shape, as the dashboard routes answer it (`field` names the bad input)."""
+
     detail = serializers.CharField()
     code = serializers.CharField()
     field = serializers.CharField(required=False)
@@ -190,6 +192,11 @@ class MailboxDisconnectedSerializer(serializers.Serializer[dict[str, Any]]):
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=Mailbox.Status.choices)
     emails_held = serializers.IntegerField()
+    revoked_at_google = serializers.BooleanField(
+        allow_null=True,
+        help_text="true: Google revoked the grant; false: Google could not be reached (disconnect again to "
+        "retry); null: there was no token to revoke.",
+    )
 
 
 class ChangePasswordSerializer(serializers.Serializer[dict[str, str]]):
@@ -252,7 +259,12 @@ class LoginView(APIView):
     @extend_schema(
         operation_id="client_login",
         request=LoginRequestSerializer,
-        responses={200: LoginResponseSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 429: ErrorSerializer},
+        responses={
+            200: LoginResponseSerializer,
+            400: ClientErrorSerializer,
+            401: ClientErrorSerializer,
+            429: ClientErrorSerializer,
+        },
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -278,7 +290,7 @@ class LoginView(APIView):
 class LogoutView(ClientAPIView):
     """Revoke the token this request carries."""
 
-    @extend_schema(operation_id="client_logout", request=None, responses={204: None, 401: ErrorSerializer})
+    @extend_schema(operation_id="client_logout", request=None, responses={204: None, 401: ClientErrorSerializer})
     def post(self, request: Request) -> Response:
         auth_service.logout(session=self.principal(request).session)
         return Response(status=204)
@@ -287,7 +299,7 @@ class LogoutView(ClientAPIView):
 class StatsView(ClientAPIView):
     """All-time, 7-day and 30-day counts and rates."""
 
-    @extend_schema(operation_id="client_stats", responses={200: StatsSerializer, 401: ErrorSerializer})
+    @extend_schema(operation_id="client_stats", responses={200: StatsSerializer, 401: ClientErrorSerializer})
     def get(self, request: Request) -> Response:
         return Response(StatsSerializer(stats.client_stats(client=self.principal(request).client)).data)
 
@@ -295,7 +307,7 @@ class StatsView(ClientAPIView):
 class CampaignsView(ClientAPIView):
     """Campaigns with all-time counts and rates per sequence step."""
 
-    @extend_schema(operation_id="client_campaigns", responses={200: CampaignListSerializer, 401: ErrorSerializer})
+    @extend_schema(operation_id="client_campaigns", responses={200: CampaignListSerializer, 401: ClientErrorSerializer})
     def get(self, request: Request) -> Response:
         campaigns = stats.campaign_performance(client=self.principal(request).client)
         return Response(CampaignListSerializer({"campaigns": campaigns}).data)
@@ -313,7 +325,7 @@ class CampaignPauseView(ClientAPIView):
     @extend_schema(
         operation_id="client_campaign_pause",
         request=None,
-        responses={200: CampaignStateSerializer, 401: ErrorSerializer, 404: ErrorSerializer},
+        responses={200: CampaignStateSerializer, 401: ClientErrorSerializer, 404: ClientErrorSerializer},
     )
     def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = stats.get_client_campaign(client=self.principal(request).client, campaign_id=campaign_id)
@@ -326,7 +338,7 @@ class CampaignResumeView(ClientAPIView):
     @extend_schema(
         operation_id="client_campaign_resume",
         request=None,
-        responses={200: CampaignStateSerializer, 401: ErrorSerializer, 404: ErrorSerializer},
+        responses={200: CampaignStateSerializer, 401: ClientErrorSerializer, 404: ClientErrorSerializer},
     )
     def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
         campaign = stats.get_client_campaign(client=self.principal(request).client, campaign_id=campaign_id)
@@ -339,7 +351,7 @@ class RepliesView(ClientAPIView):
     @extend_schema(
         operation_id="client_replies",
         parameters=[RepliesQuerySerializer],
-        responses={200: ReplyPageSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+        responses={200: ReplyPageSerializer, 400: ClientErrorSerializer, 401: ClientErrorSerializer},
     )
     def get(self, request: Request) -> Response:
         query = RepliesQuerySerializer(data=request.query_params)
@@ -354,7 +366,7 @@ class TimelineView(ClientAPIView):
     @extend_schema(
         operation_id="client_timeline",
         parameters=[TimelineQuerySerializer],
-        responses={200: TimelineSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+        responses={200: TimelineSerializer, 400: ClientErrorSerializer, 401: ClientErrorSerializer},
     )
     def get(self, request: Request) -> Response:
         query = TimelineQuerySerializer(data=request.query_params)
@@ -366,24 +378,31 @@ class TimelineView(ClientAPIView):
 class MailboxesView(ClientAPIView):
     """The client's mailboxes and today's sending against their limits."""
 
-    @extend_schema(operation_id="client_mailboxes", responses={200: MailboxListSerializer, 401: ErrorSerializer})
+    @extend_schema(operation_id="client_mailboxes", responses={200: MailboxListSerializer, 401: ClientErrorSerializer})
     def get(self, request: Request) -> Response:
         mailboxes = stats.client_mailboxes(client=self.principal(request).client)
         return Response(MailboxListSerializer({"mailboxes": mailboxes}).data)
 
 
 class MailboxDetailView(ClientAPIView):
-    """Disconnect one of the client's mailboxes; its unsent emails are held, not lost."""
+    """Disconnect one of the client's mailboxes: revoke its grant at Google; its unsent emails are held, not lost."""
 
     @extend_schema(
         operation_id="client_mailbox_disconnect",
-        responses={200: MailboxDisconnectedSerializer, 401: ErrorSerializer, 404: ErrorSerializer},
+        responses={200: MailboxDisconnectedSerializer, 401: ClientErrorSerializer, 404: ClientErrorSerializer},
     )
     def delete(self, request: Request, mailbox_id: uuid.UUID) -> Response:
         mailbox = stats.get_client_mailbox(client=self.principal(request).client, mailbox_id=mailbox_id)
-        held = disconnect_mailbox(mailbox=mailbox, reason="disconnected by the client")
+        result = disconnect_mailbox_by_request(mailbox=mailbox, reason="disconnected by the client")
         return Response(
-            MailboxDisconnectedSerializer({"id": mailbox.pk, "status": mailbox.status, "emails_held": held}).data
+            MailboxDisconnectedSerializer(
+                {
+                    "id": mailbox.pk,
+                    "status": mailbox.status,
+                    "emails_held": result.held_emails,
+                    "revoked_at_google": result.revoked,
+                }
+            ).data
         )
 
 
@@ -393,7 +412,7 @@ class ChangePasswordView(ClientAPIView):
     @extend_schema(
         operation_id="client_change_password",
         request=ChangePasswordSerializer,
-        responses={200: ChangePasswordResponseSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+        responses={200: ChangePasswordResponseSerializer, 400: ClientErrorSerializer, 401: ClientErrorSerializer},
     )
     def post(self, request: Request) -> Response:
         body = ChangePasswordSerializer(data=request.data)
@@ -408,14 +427,14 @@ class ChangePasswordView(ClientAPIView):
 class SettingsView(ClientAPIView):
     """The client's time zone, sending window, pacing, daily limit and tracking switches."""
 
-    @extend_schema(operation_id="client_settings", responses={200: SettingsSerializer, 401: ErrorSerializer})
+    @extend_schema(operation_id="client_settings", responses={200: SettingsSerializer, 401: ClientErrorSerializer})
     def get(self, request: Request) -> Response:
         return Response(SettingsSerializer(client_settings(client=self.principal(request).client)).data)
 
     @extend_schema(
         operation_id="client_settings_update",
         request=SettingsUpdateSerializer,
-        responses={200: SettingsSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+        responses={200: SettingsSerializer, 400: ClientErrorSerializer, 401: ClientErrorSerializer},
     )
     def put(self, request: Request) -> Response:
         if not isinstance(request.data, dict):

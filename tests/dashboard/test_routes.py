@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from email_service.models import ClientDailyActivity, EmailSendQueue, StepDailyStats
 from email_service.services.events import record_event
+from email_service.services.mailbox_credentials import credentials_for
 from tests.factories import CampaignFactory, EmailSendQueueFactory, MailboxFactory
 
 pytestmark = pytest.mark.django_db
@@ -38,12 +39,39 @@ def test_disconnecting_a_mailbox_holds_its_unsent_emails(alice, alice_api):
     mailbox = MailboxFactory(client=alice)
     queued = EmailSendQueueFactory(client=alice, mailbox=mailbox)
     response = alice_api.delete(f"/api/client/mailboxes/{mailbox.pk}")
-    assert response.json() == {"id": str(mailbox.pk), "status": "disconnected", "emails_held": 1}
+    assert response.json() == {
+        "id": str(mailbox.pk),
+        "status": "disconnected",
+        "emails_held": 1,
+        "revoked_at_google": None,  # this mailbox never held a token
+    }
     mailbox.refresh_from_db()
     queued.refresh_from_db()
     assert (mailbox.status, queued.status, queued.status_reason) == ("disconnected", "held", "mailbox_disconnected")
     listed = alice_api.get("/api/client/mailboxes").json()["mailboxes"][0]
     assert (listed["status"], listed["remaining_today"]) == ("disconnected", 0)
+
+
+def test_disconnecting_a_connected_mailbox_revokes_its_grant_at_google(
+    alice, alice_api, connect_mailbox, google_sandbox
+):
+    mailbox = connect_mailbox(alice, "alice.sender@alice.test")
+    refresh_token = credentials_for(mailbox).refresh_token
+    assert google_sandbox.state.grant_for_refresh_token(refresh_token) is not None
+    body = alice_api.delete(f"/api/client/mailboxes/{mailbox.pk}").json()
+    assert (body["status"], body["revoked_at_google"]) == ("disconnected", True)
+    assert google_sandbox.state.grant_for_refresh_token(refresh_token) is None
+    mailbox.refresh_from_db()
+    assert (mailbox.refresh_token_encrypted, mailbox.access_token_encrypted) == ("", "")
+
+
+def test_charlie_cannot_disconnect_alices_connected_mailbox(alice, charlie_api, connect_mailbox, google_sandbox):
+    mailbox = connect_mailbox(alice, "alice.sender@alice.test")
+    refresh_token = credentials_for(mailbox).refresh_token
+    assert charlie_api.delete(f"/api/client/mailboxes/{mailbox.pk}").status_code == 404
+    assert google_sandbox.state.grant_for_refresh_token(refresh_token) is not None
+    mailbox.refresh_from_db()
+    assert mailbox.status == "active"
 
 
 def test_an_unknown_id_is_a_404_and_a_malformed_one_never_reaches_a_view(alice_api):
