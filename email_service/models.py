@@ -353,6 +353,12 @@ class EmailEvent(models.Model):
             models.Index(fields=["client", "occurred_at"], name="event_client_time"),
             models.Index(fields=["client", "event_type", "occurred_at"], name="event_client_type_time"),
             models.Index(fields=["message", "event_type"], name="event_message_type"),
+            # The dashboard's replies feed: a client's inbound events, newest first, one page at a time.
+            models.Index(
+                fields=["client", "-occurred_at", "-id"],
+                condition=Q(event_type__in=["reply", "auto_reply", "bounce"]),
+                name="event_client_inbound_time",
+            ),
         ]
 
     def __str__(self) -> str:

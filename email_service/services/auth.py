@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import secrets
 import uuid
 import zoneinfo
 from dataclasses import dataclass
@@ -10,13 +12,15 @@ from datetime import datetime, timedelta
 
 import jwt
 from django.conf import settings
+from django.contrib.auth.hashers import check_password, get_hasher, make_password
 from django.contrib.auth.password_validation import validate_password
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from email_service.exceptions import AuthenticationError, Conflict, InvalidInput
+from email_service.exceptions import AuthenticationError, Conflict, InvalidInput, Throttled
 from email_service.models import Campaign, Client, ClientSession
 
 JWT_AUDIENCE = "oreestats-dashboard"
@@ -137,3 +141,117 @@ def authenticate_access_token(token: str) -> ClientSession:
 
 def revoke_session(*, session: ClientSession) -> None:
     ClientSession.objects.filter(pk=session.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+# --- Dashboard login, logout and password change -------------------------------------------------
+
+# Failed logins allowed per window before a 429: per address (guessing one account's password)
+# and per IP (spraying many accounts from one machine). Fixed windows keyed by their start, so
+# Retry-After is exact and no counter outlives its window.
+LOGIN_FAILURES_PER_EMAIL = 5
+LOGIN_FAILURES_PER_IP = 30
+LOGIN_THROTTLE_WINDOW_SECONDS = 15 * 60
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    issued: IssuedToken
+    client: Client
+
+
+def _throttle_keys(*, email: str, ip: str | None, window: int) -> list[tuple[str, int]]:
+    # Hashed: the cache never holds an address or an IP in clear.
+    email_key = hashlib.sha256(email.encode()).hexdigest()[:32]
+    keys = [(f"login-throttle:email:{email_key}:{window}", LOGIN_FAILURES_PER_EMAIL)]
+    if ip:
+        ip_key = hashlib.sha256(ip.encode()).hexdigest()[:32]
+        keys.append((f"login-throttle:ip:{ip_key}:{window}", LOGIN_FAILURES_PER_IP))
+    return keys
+
+
+def _login_window(now: datetime) -> tuple[int, int]:
+    """The current throttle window's number and the seconds left in it (at least 1)."""
+    seconds = int(now.timestamp())
+    window = seconds // LOGIN_THROTTLE_WINDOW_SECONDS
+    return window, max(1, (window + 1) * LOGIN_THROTTLE_WINDOW_SECONDS - seconds)
+
+
+def _dummy_password_hash() -> str:
+    """A hash made by the current default hasher, so an unknown address costs one real check."""
+    hasher = get_hasher("default")
+    key = f"{hasher.algorithm}:{getattr(hasher, 'iterations', '')}"
+    cached = _DUMMY_HASHES.get(key)
+    if cached is None:
+        cached = _DUMMY_HASHES[key] = make_password(secrets.token_urlsafe(16), hasher=hasher)
+    return cached
+
+
+_DUMMY_HASHES: dict[str, str] = {}
+
+
+def login(
+    *, email: str, password: str, ip: str | None = None, user_agent: str = "", now: datetime | None = None
+) -> LoginResult:
+    """Check a client's credentials and issue a token; Throttled after repeated failures.
+
+    An unknown address, a wrong password and a disabled account all answer the same error after
+    the same work (one password hash check), so neither the answer nor its timing tells whether
+    an account exists. A throttled attempt is refused before the password is looked at.
+    """
+    now = now or timezone.now()
+    email = normalize_email(email)
+    window, retry_after = _login_window(now)
+    keys = _throttle_keys(email=email, ip=ip, window=window)
+    counts = cache.get_many([key for key, _ in keys])
+    if any(counts.get(key, 0) >= limit for key, limit in keys):
+        raise Throttled(
+            "Too many failed login attempts; try again later.", retry_after=retry_after, code="login_throttled"
+        )
+    client = Client.objects.filter(email=email).first()
+    if client is None:
+        check_password(password, _dummy_password_hash())
+        ok = False
+    else:
+        ok = client.check_password(password) and client.is_active
+    if not ok:
+        for key, _ in keys:
+            # add() then incr(): atomic in Redis; the key expires with its window.
+            cache.add(key, 0, timeout=retry_after + 1)
+            try:
+                cache.incr(key)
+            except ValueError:  # expired between add and incr: count afresh
+                cache.set(key, 1, timeout=retry_after + 1)
+        raise AuthenticationError("Invalid email or password.", code="invalid_credentials")
+    assert client is not None
+    cache.delete(keys[0][0])
+    Client.objects.filter(pk=client.pk).update(last_login_at=now)
+    issued = issue_access_token(client=client, ip=ip, user_agent=user_agent, now=now)
+    return LoginResult(issued=issued, client=client)
+
+
+def logout(*, session: ClientSession) -> None:
+    """Revoke the token of this session; the same token is refused from now on."""
+    revoke_session(session=session)
+
+
+@transaction.atomic
+def change_password(*, client: Client, session: ClientSession, current_password: str, new_password: str) -> int:
+    """Set a new password and revoke every other live token of the client; returns how many were revoked."""
+    locked = Client.objects.select_for_update().get(pk=client.pk)
+    if not locked.check_password(current_password):
+        raise InvalidInput("The current password is wrong.", field="current_password", code="wrong_password")
+    if new_password == current_password:
+        raise InvalidInput(
+            "The new password must differ from the current one.", field="new_password", code="password_unchanged"
+        )
+    check_password_strength(new_password, email=locked.email, name=locked.name, field="new_password")
+    now = timezone.now()
+    locked.set_password(new_password)
+    locked.tokens_valid_after = now
+    locked.save(update_fields=["password", "tokens_valid_after", "updated_at"])
+    client.password, client.tokens_valid_after = locked.password, now
+    return (
+        ClientSession.objects.filter(client=client, revoked_at__isnull=True)
+        .exclude(pk=session.pk)
+        .update(revoked_at=now)
+    )
