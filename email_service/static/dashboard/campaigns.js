@@ -22,7 +22,7 @@
     }
 
     function render(data) {
-      var campaigns = Array.isArray(data) ? data : (data && (data.results || data.campaigns)) || [];
+      var campaigns = (data && data.campaigns) || [];
       Oree.clear(list);
       list.removeAttribute("aria-busy");
       if (!campaigns.length) {
@@ -71,10 +71,12 @@
         Oree.busy(button, pausing ? "Pausing…" : "Resuming…", Oree.api("POST", "/api/client/campaigns/" + encodeURIComponent(campaign.id) + "/" + action))
           .then(function (result) {
             setStatus((result && result.status) || (pausing ? "paused" : "active"));
+            var count = result && typeof result.emails_affected === "number" ? result.emails_affected : 0;
+            var emails = Oree.number(count) + (count === 1 ? " unsent email" : " unsent emails");
             Oree.notify(
               pausing
-                ? "“" + campaign.name + "” is paused: its unsent emails wait until you resume it."
-                : "“" + campaign.name + "” is running again: its waiting emails go out in your sending window."
+                ? "“" + campaign.name + "” is paused: " + emails + " wait until you resume it."
+                : "“" + campaign.name + "” is running again: " + emails + " go out in your sending window."
             );
           })
           .catch(function (error) {

@@ -194,14 +194,12 @@
     return numberFormat.format(value);
   };
 
-  /* Rates come from the API as percentages (0–100), already divided by the period's sends. */
+  /* Rates come from the API as percentages of the period's sends, rounded to two decimals:
+   * shown as given (42.86%, 12.5%, 0%), never re-rounded. */
+  var percentFormat = new Intl.NumberFormat(undefined, { minimumFractionDigits: 0, maximumFractionDigits: 2 });
   Oree.percent = function (value) {
     if (value === null || value === undefined || isNaN(value)) return "—";
-    var digits = value !== 0 && Math.abs(value) < 10 ? 1 : 0;
-    return (
-      new Intl.NumberFormat(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(value) +
-      "%"
-    );
+    return percentFormat.format(value) + "%";
   };
 
   Oree.dateTime = function (iso) {
@@ -271,7 +269,7 @@
     Object.keys(fields).forEach(function (name) {
       var slot = findErrorSlot(form, name);
       if (!slot) return;
-      slot.textContent = fields[name];
+      slot.textContent = humanize(fields[name], name, slot);
       slot.hidden = false;
       var input = inputForSlot(form, slot, name);
       if (input) input.setAttribute("aria-invalid", "true");
@@ -305,6 +303,16 @@
     });
   }
 
+  /* The API names fields by their JSON names ("mailbox_daily_limit must be…"); beside the field,
+   * say the label the user sees instead ("Daily limit per mailbox must be…"). */
+  function humanize(message, name, slot) {
+    if (message.indexOf(name + " ") !== 0) return message;
+    var field = slot.closest(".field");
+    var label = field && field.querySelector("legend, label:not(.check)");
+    var text = label ? label.textContent.trim() : "";
+    return text ? text + message.slice(name.length) : message;
+  }
+
   function stripFieldPrefix(detail, field) {
     var prefix = field + ": ";
     return detail.indexOf(prefix) === 0 ? detail.slice(prefix.length) : detail;
@@ -332,6 +340,14 @@
     });
     Oree.$$("[aria-invalid]", form).forEach(function (input) {
       input.removeAttribute("aria-invalid");
+    });
+  };
+
+  /* Forms are rendered with their submit button disabled, so nothing can be submitted natively
+   * (a password in a URL) before the page's script handles the form; this turns them on. */
+  Oree.enableForm = function (form) {
+    Oree.$$("[data-submit]", form).forEach(function (button) {
+      button.disabled = false;
     });
   };
 

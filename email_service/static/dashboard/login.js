@@ -18,6 +18,7 @@
     var form = Oree.$("[data-login-form]");
     var submit = Oree.$("[data-submit]", form);
     var countdown = null;
+    Oree.enableForm(form);
 
     form.addEventListener("submit", function (event) {
       event.preventDefault();

@@ -38,7 +38,7 @@
     }
 
     function render(data) {
-      var mailboxes = Array.isArray(data) ? data : (data && (data.results || data.mailboxes)) || [];
+      var mailboxes = (data && data.mailboxes) || [];
       Oree.clear(list);
       list.removeAttribute("aria-busy");
       if (!mailboxes.length) {

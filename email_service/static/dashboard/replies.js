@@ -48,7 +48,7 @@
     }
 
     function render(data, page) {
-      var items = (data && (data.results || data.replies)) || (Array.isArray(data) ? data : []);
+      var items = (data && data.results) || [];
       Oree.clear(feed);
       feed.removeAttribute("aria-busy");
       feed.tabIndex = -1;
@@ -56,15 +56,12 @@
       items.forEach(function (reply) {
         feed.appendChild(item(reply));
       });
-      var total = data && typeof data.count === "number" ? data.count : null;
-      var pageSize = (data && data.page_size) || items.length || 1;
-      var pages = total === null ? null : Math.max(1, Math.ceil(total / pageSize));
-      var hasNext = data && "next" in data ? Boolean(data.next) : pages !== null && page < pages;
+      var hasNext = Boolean(data && data.has_next);
       var hasPrev = page > 1;
       pager.hidden = !hasNext && !hasPrev;
       prev.disabled = !hasPrev;
       next.disabled = !hasNext;
-      label.textContent = pages ? "Page " + page + " of " + pages : "Page " + page;
+      label.textContent = "Page " + page;
       prev.onclick = function () {
         go(page - 1);
       };

@@ -10,6 +10,7 @@
     var fields = form.elements;
 
     fillTimezones();
+    Oree.enableForm(passwordForm);
     Oree.$("[data-username]", passwordForm).value = (session.client && session.client.email) || "";
 
     function fill(settings) {
@@ -28,6 +29,7 @@
       fields.click_tracking.checked = Boolean(settings.click_tracking);
       fields.pause_on_auto_reply.checked = Boolean(settings.pause_on_auto_reply);
       form.removeAttribute("aria-busy");
+      Oree.enableForm(form);
     }
 
     function integer(input) {
