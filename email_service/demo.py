@@ -7,6 +7,7 @@ from typing import Any
 
 from email_service.models import Client
 from email_service.services.auth import create_client
+from email_service.services.demo_history import seed_demo_history
 
 DEMO_EMAIL = "demo@oreestats.local"
 DEMO_PASSWORD = "demo-password-4821"
@@ -18,7 +19,11 @@ def ensure_demo_client() -> Client:
     existing = Client.objects.filter(email=DEMO_EMAIL).first()
     if existing is not None:
         return existing
-    return create_client(name=DEMO_NAME, email=DEMO_EMAIL, password=DEMO_PASSWORD, timezone_name="UTC")
+    client = create_client(name=DEMO_NAME, email=DEMO_EMAIL, password=DEMO_PASSWORD, timezone_name="UTC")
+    # A month of recorded history, so the dashboard opens on figures and a chart, not zeros
+    # (about 5 s on SQLite, first run only; the history names no mailbox, so nothing is sent).
+    seed_demo_history(client=client)
+    return client
 
 
 def start_demo_extras(*, client: Client, stdout: Any) -> list[subprocess.Popen[bytes]]:

@@ -67,7 +67,7 @@ def seed_demo_history(*, client: Client, days: int = 35, seed: int = 7, now: dat
             if start.weekday() >= 5:
                 continue
             for campaign_index, campaign in enumerate(campaigns):
-                volume = rng.randint(14, 26) if campaign_index == 0 else rng.randint(6, 12)
+                volume = rng.randint(7, 13) if campaign_index == 0 else rng.randint(3, 6)
                 volume = int(volume * (1 + (days - day) / days))  # the outreach grows over the month
                 for _ in range(volume):
                     sent += _lead_sequence(client=client, campaign=campaign, first_send=start, now=now, rng=rng)

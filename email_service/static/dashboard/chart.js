@@ -110,7 +110,7 @@
           })
           .join(" ");
         root.appendChild(svg("path", { d: d, class: "line " + s.className }));
-        if (n <= 45) {
+        if (slot >= 14) {
           days.forEach(function (day, i) {
             root.appendChild(svg("circle", { cx: x(i), cy: y(Number(day[s.key]) || 0), r: 2.6, class: "dot " + s.className }));
           });
