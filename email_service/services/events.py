@@ -9,6 +9,17 @@ Two rollups are kept, both by the client's local calendar day:
 - `StepDailyStats`, keyed by the day the message was *sent*: a period's rates divide the messages
   sent in that period by how many of those same messages were opened, clicked… (never above 100%).
 - `ClientDailyActivity`, keyed by the day the event *happened*: the timeline.
+
+The dashboard (`services.stats`) reads only these rollups: a period such as "last 7 days" is
+the sum of the `StepDailyStats` rows whose send day falls in it, so its numbers are the fate of
+the emails sent in that period, and its rates never exceed 100%.
+
+`expected_rollups` replays a client's events through the same rules; `verify_rollups` compares
+that replay with the stored rows, and `rebuild_rollups` replaces them (a time zone change moves
+every local day, so `services.client_settings` rebuilds under the client's row lock). One narrow
+race is accepted: an event recorded at the very moment of a time zone change, with the zone read
+just before it, is filed under the old zone's day; `verify_rollups` reports it and `--repair`
+fixes it. Keeping the hot path free of an extra client read is worth that.
 """
 
 from __future__ import annotations

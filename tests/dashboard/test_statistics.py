@@ -1,8 +1,8 @@
 """Every number of every dashboard route, from a known history built through record_event.
 
 Alice's clock is Europe/Paris and "now" is frozen at 2026-04-05 12:00 CEST, one week after the
-switch to summer time (2026-03-29 01:00 UTC). Her last 7 days are 30 March – 5 April, her last
-30 days 7 March – 5 April, in her local calendar. Each message is placed to test one edge:
+switch to summer time (2026-03-29 01:00 UTC). Her last 7 days are 30 March to 5 April, her last
+30 days 7 March to 5 April, in her local calendar. Each message is placed to test one edge:
 
 | msg | sent (UTC)        | local day | campaign / step | what happens                                   |
 |-----|-------------------|-----------|-----------------|------------------------------------------------|
@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.core.management import call_command
 
-from email_service.models import Campaign, EmailSendQueue, Mailbox
+from email_service.models import EmailSendQueue, Mailbox
 from email_service.services.events import record_event
 from tests.conftest import dashboard_api
 from tests.factories import CampaignFactory, EmailSendQueueFactory, LeadFactory, MailboxFactory
@@ -47,7 +47,7 @@ def history(alice, charlie, freeze_now):
     spring = CampaignFactory(client=alice, name="Spring")
     mailbox = MailboxFactory(client=alice, email="sdr@alice.test", sent_today=3, sent_today_date=date(2026, 4, 5))
 
-    def send(name: str, sent_at: str, campaign: Campaign, step: int) -> EmailSendQueue:
+    def send(name, sent_at, campaign, step):
         lead = LeadFactory(client=alice, email=f"{name.lower()}@prospect.test")
         message = EmailSendQueueFactory(
             client=alice,
@@ -161,7 +161,7 @@ def test_campaigns_give_each_steps_numbers(history):
     call_command("verify_rollups")
 
 
-def zero_day(day: date) -> dict:
+def zero_day(day: date) -> dict[str, object]:
     return {"date": day.isoformat(), "sent": 0, "opens": 0, "clicks": 0, "replies": 0, "bounces": 0, "unsubscribes": 0}
 
 
@@ -192,7 +192,7 @@ def test_the_default_timeline_is_thirty_days(history):
 
 
 def test_replies_are_newest_first_with_their_kind_and_paginated(history):
-    a, b, c, d, e, f = history["messages"]
+    a = history["messages"][0]
     first = history["api"].get("/api/client/replies", {"page_size": 2}).json()
     assert [(r["lead_email"], r["kind"]) for r in first["results"]] == [
         ("a@prospect.test", "reply"),
@@ -221,7 +221,9 @@ def test_replies_are_newest_first_with_their_kind_and_paginated(history):
 
 
 def test_mailboxes_show_todays_sends_against_the_effective_limit(history, alice):
-    MailboxFactory(client=alice, email="old@alice.test", daily_limit=500, sent_today=50, sent_today_date=date(2026, 4, 4))
+    MailboxFactory(
+        client=alice, email="old@alice.test", daily_limit=500, sent_today=50, sent_today_date=date(2026, 4, 4)
+    )
     MailboxFactory(client=alice, email="gone@alice.test", status=Mailbox.Status.DISCONNECTED, last_error="revoked")
     alice.mailbox_daily_limit = 1200
     alice.save(update_fields=["mailbox_daily_limit"])
@@ -241,7 +243,7 @@ def test_a_time_zone_change_moves_the_days_and_keeps_the_rollups_exact(history):
     # In New York, B was sent at 18:30 on 29 March: outside the 7 days now; A is on 5 April (03:00 EDT).
     body = api.get("/api/client/stats").json()
     assert body["last_7_days"] == metrics(1, 1, 1, 1, 0, 0, 1, 0)
-    # D was sent at 18:00:30 on 6 March: outside the 30 days (7 March – 5 April); E too.
+    # D was sent at 18:00:30 on 6 March: outside the 30 days (7 March to 5 April); E too.
     assert body["last_30_days"] == metrics(3, 2, 1, 1, 1, 0, 1, 1)
     days = api.get("/api/client/timeline", {"days": 7}).json()["days"]
     assert days[0]["date"] == "2026-03-30" and days[0]["replies"] == 1 and days[0]["sent"] == 0
