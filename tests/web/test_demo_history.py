@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from io import StringIO
 
+import pytest
 from django.core.management import call_command
 
 from email_service.demo import ensure_demo_client
 from email_service.models import EmailEvent, EmailSendQueue
 
 
+@pytest.mark.slow
 def test_the_demo_client_starts_with_a_month_of_history_the_rollups_agree_with(db, charlie):
     demo = ensure_demo_client()
 
