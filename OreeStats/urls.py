@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
@@ -9,6 +10,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/", include("email_service.api.urls")),
+    path("dashboard/", include("email_service.web.urls")),
+    path("", RedirectView.as_view(url="/dashboard/", permanent=False)),
 ]
 
 handler400 = "email_service.api.errors.json_bad_request"
