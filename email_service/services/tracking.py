@@ -286,6 +286,10 @@ def _burst_key(message_id: str, ip: str | None) -> str:
 BURST_KEY_TTL_SECONDS = 3600
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def buffer_hit(
     *, kind: str, token: str, facts: machine.HitFacts, message_id: str | None = None, link_token: str | None = None
 ) -> bool:
@@ -293,7 +297,7 @@ def buffer_hit(
     client = _redis()
     if client is None:
         return False
-    now_ms = int(time.time() * 1000)
+    now_ms = _now_ms()
     fields: dict[str, str | int] = {
         "k": kind,
         "t": token,

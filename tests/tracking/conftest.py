@@ -40,7 +40,7 @@ def drain() -> tracking.DrainResult:
     return tracking.drain_tracking_events(settle_seconds=0)
 
 
-def sent_message(client, *, sequence_number: int = 1, lead=None, hours_ago: float = 1.0, **fields) -> EmailSendQueue:
+def sent_message(client, *, sequence_number: int = 1, lead=None, hours_ago: float = 1.0, **fields):
     lead = lead or LeadFactory(client=client)
     return EmailSendQueueFactory(
         client=client,
@@ -53,5 +53,5 @@ def sent_message(client, *, sequence_number: int = 1, lead=None, hours_ago: floa
 
 
 @pytest.fixture
-def message(alice) -> EmailSendQueue:
+def message(alice):
     return sent_message(alice)
