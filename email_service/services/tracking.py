@@ -22,6 +22,7 @@ import logging
 import re
 import secrets
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 
 from email_service.models import EmailClickTracking, EmailSendQueue, EmailTrackingPixel
 from email_service.services import machine
@@ -290,10 +291,72 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass
+class _PendingHit:
+    fields: dict[str, str | int]
+    burst: tuple[str, str, int] | None  # (key, member, score) for a click
+    done: threading.Event
+    ok: bool = False
+
+
+class _GroupCommit:
+    """Sends the hits of concurrent requests of one process to Redis in one pipelined round trip.
+
+    The first request to arrive flushes everything queued meanwhile (leader/followers); each
+    request still answers only after Redis has its hit, so nothing is acknowledged that is not stored.
+    The queue is bounded by the worker's thread count.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[_PendingHit] = []
+        self._flushing = False
+
+    def submit(self, client: redis.Redis, hit: _PendingHit) -> bool:
+        with self._lock:
+            self._queue.append(hit)
+            leader = not self._flushing
+            self._flushing = True
+        if not leader:
+            # The leader's socket timeout bounds this wait.
+            hit.done.wait(5.0)
+            return hit.ok
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._flushing = False
+                    break
+            ok = self._flush(client, batch)
+            for item in batch:
+                item.ok = ok
+                item.done.set()
+        return hit.ok
+
+    @staticmethod
+    def _flush(client: redis.Redis, batch: list[_PendingHit]) -> bool:
+        pipe = client.pipeline(transaction=False)
+        for item in batch:
+            if item.burst:
+                key, member, score = item.burst
+                pipe.zadd(key, {member: score})
+                pipe.expire(key, BURST_KEY_TTL_SECONDS)
+            pipe.xadd(stream_key(), item.fields)  # type: ignore[arg-type]
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            logger.warning("Tracking buffer unavailable; recording in the request instead")
+            return False
+        return True
+
+
+_group_commit = _GroupCommit()
+
+
 def buffer_hit(
     *, kind: str, token: str, facts: machine.HitFacts, message_id: str | None = None, link_token: str | None = None
 ) -> bool:
-    """Queue one hit for the drain in a single Redis round trip; False when Redis is unavailable."""
+    """Queue one hit for the drain (one Redis round trip, shared with concurrent requests); False without Redis."""
     client = _redis()
     if client is None:
         return False
@@ -307,28 +370,29 @@ def buffer_hit(
         "p": int(facts.prefetch),
         "ts": now_ms,
     }
-    try:
-        pipe = client.pipeline(transaction=False)
-        if kind == "c" and message_id and link_token:
-            # Every click of a message from one source, for the burst rule; shared by all web processes.
-            rid = secrets.token_hex(6)
-            fields["r"] = rid
-            key = _burst_key(message_id, facts.ip)
-            pipe.zadd(key, {f"{link_token}|{rid}": now_ms})
-            pipe.expire(key, BURST_KEY_TTL_SECONDS)
-        pipe.xadd(stream_key(), fields)  # type: ignore[arg-type]
-        pipe.execute()
-    except redis.RedisError:
-        logger.warning("Tracking buffer unavailable; recording in the request instead")
-        return False
-    return True
+    burst = None
+    if kind == "c" and message_id and link_token:
+        # Every click of a message from one source, for the burst rule; shared by all web processes.
+        rid = secrets.token_hex(6)
+        fields["r"] = rid
+        burst = (_burst_key(message_id, facts.ip), f"{link_token}|{rid}", now_ms)
+    return _group_commit.submit(client, _PendingHit(fields=fields, burst=burst, done=threading.Event()))
 
 
 def find_link(token: str) -> EmailClickTracking | None:
     """The tracked link behind a click token (the only source of a redirect's destination)."""
     if not TOKEN_RE.match(token):
         return None
-    return EmailClickTracking.objects.filter(token=token).only("token", "url", "message_id").first()
+    # One primary-key lookup in plain SQL: the ORM's query building costs more than the query here.
+    with connection.cursor() as cursor:
+        cursor.execute(_LINK_SQL, [token])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return EmailClickTracking(token=row[0], url=row[1], message_id=row[2])
+
+
+_LINK_SQL = f"SELECT token, url, message_id FROM {EmailClickTracking._meta.db_table} WHERE token = %s"  # noqa: S608 - table name from model metadata
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +488,7 @@ def record_click_now(*, link: EmailClickTracking, facts: machine.HitFacts) -> No
 
 # Clicks wait this long in the buffer, so every click of a possible burst is there when one is labelled.
 DRAIN_SETTLE_SECONDS = machine.BURST_WINDOW_SECONDS + 0.5
+DRAIN_LOCK_SECONDS = 20
 
 
 def _text(value: Any) -> str:
@@ -461,18 +526,25 @@ def drain_tracking_events(
     client = _redis()
     if client is None:
         return result
-    lock = client.lock(_key("drain-lock"), timeout=max_seconds + 30, blocking=False)
+    # Short lease, renewed per batch: a drain killed mid-way holds up the next one for seconds only.
+    # Two drains overlapping after an expiry are harmless (dedupe keys), just wasted work.
+    lock = client.lock(_key("drain-lock"), timeout=DRAIN_LOCK_SECONDS, blocking=False)
     if not lock.acquire():
         return result
     try:
         deadline = time.monotonic() + max_seconds
         while time.monotonic() < deadline:
+            with contextlib.suppress(redis.exceptions.LockError):
+                lock.reacquire()
             seconds, micros = client.time()
             cutoff_ms = int(seconds) * 1000 + int(micros) // 1000 - int(settle_seconds * 1000)
             entries = client.xrange(stream_key(), "-", str(max(cutoff_ms, 0)), count=batch_size)
             if not entries:
                 break
-            _record_entries(client, entries, result)
+            # One transaction per batch: one commit (one WAL flush) for many hits, each hit in its own
+            # savepoint. The entries leave the stream only after the commit.
+            with transaction.atomic():
+                _record_entries(client, entries, result)
             client.xdel(stream_key(), *[_text(entry_id) for entry_id, _ in entries])
             result.read += len(entries)
             if len(entries) < batch_size:
