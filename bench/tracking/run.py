@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -71,6 +72,7 @@ def prepare_data(count: int) -> tuple[list[str], list[str]]:
     from email_service.services import tracking
 
     client = tracking._redis()
+    assert client is not None, "the benchmark needs Redis"
     keys = list(client.scan_iter(match=tracking._key("*")))
     if keys:
         client.delete(*keys)
@@ -134,7 +136,7 @@ def wait_for(port: int, timeout: float = 20.0) -> None:
     raise SystemExit("gunicorn did not start")
 
 
-def wrk(base: str, script: str, *, duration: int, connections: int) -> dict[str, float]:
+def wrk(base: str, script: str, *, duration: int, connections: int) -> dict[str, Any]:
     agent = "User-Agent: Mozilla/5.0 (X11; Linux x86_64) Bench"
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-H", agent, "-s", script, base],
@@ -142,9 +144,15 @@ def wrk(base: str, script: str, *, duration: int, connections: int) -> dict[str,
         text=True,
         check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    p99_match = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+
+    def find(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, out)
+        assert match is not None, f"unexpected wrk output: {out}"
+        return match
+
+    rps = float(find(r"Requests/sec:\s+([\d.]+)").group(1))
+    total = int(find(r"(\d+) requests in").group(1))
+    p99_match = find(r"99%\s+([\d.]+)(us|ms|s)\b")
     value, unit = float(p99_match.group(1)), p99_match.group(2)
     p99_ms = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.policy
 import hashlib
+import importlib
 import logging
 import re
 import uuid
@@ -26,7 +27,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from email_service.exceptions import InvalidInput, NotFound
-from email_service.models import EmailEvent, EmailSendQueue
+from email_service.gmail_client import GmailClient, GmailMessage, GoogleConfig, MailboxCredentials
+from email_service.gmail_client import NotFound as GmailNotFound
+from email_service.models import EmailEvent, EmailSendQueue, Mailbox
 from email_service.services import suppression
 from email_service.services.events import record_event
 
@@ -380,3 +383,172 @@ def report_reply(
         source="webhook",
         gmail_message_id=gmail_message_id,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The Gmail history poller: replies, auto-replies and bounces without any webhook
+# ---------------------------------------------------------------------------------------------
+
+RESYNC_DAYS = 7
+RESYNC_MAX_THREADS = 200
+HISTORY_PAGE_SIZE = 100
+
+
+@dataclass
+class PollResult:
+    examined: int = 0
+    recorded: int = 0
+    resynced: bool = False
+
+
+def _gmail_for(mailbox: Mailbox) -> tuple[GmailClient, bool]:
+    """The mailbox's Gmail client and whether we must close it: the sending area's (cached) one when present."""
+    try:
+        helper = importlib.import_module("email_service.services.mailbox_credentials")
+    except ImportError:
+        helper = None
+    if helper is not None and hasattr(helper, "gmail_for"):
+        client: GmailClient = helper.gmail_for(mailbox)
+        return client, False
+    from cryptography.fernet import Fernet, MultiFernet
+    from django.conf import settings
+
+    cipher = MultiFernet([Fernet(key.encode()) for key in settings.TOKEN_ENCRYPTION_KEYS])
+
+    def plain(value: str) -> str | None:
+        return cipher.decrypt(value.encode()).decode() if value else None
+
+    credentials = MailboxCredentials(
+        access_token=plain(mailbox.access_token_encrypted),
+        refresh_token=plain(mailbox.refresh_token_encrypted),
+        expiry=mailbox.token_expires_at,
+        scopes=tuple(mailbox.scopes.split()),
+    )
+    return GmailClient(GoogleConfig.from_settings(), credentials), True
+
+
+def _is_ours(gmail_message: GmailMessage, mailbox: Mailbox) -> bool:
+    """Our own sent mail appears in history too: never a reply (LESSONS.md)."""
+    if "SENT" in gmail_message.label_ids or "DRAFT" in gmail_message.label_ids:
+        return True
+    sender = parseaddr(gmail_message.header("From") or "")[1].lower()
+    return sender == mailbox.email.lower()
+
+
+def _match_inbound(
+    *, mailbox: Mailbox, gmail_message: GmailMessage, found: InboundFacts, parsed: Message
+) -> EmailSendQueue | None:
+    message = find_by_thread(gmail_message.thread_id, mailbox_id=mailbox.pk)
+    if message is None and found.references:
+        message = find_by_message_ids(found.references, mailbox_id=mailbox.pk)
+    if message is None and found.bounced_recipient:
+        message = (
+            EmailSendQueue.objects.filter(
+                mailbox=mailbox, recipient_email__iexact=found.bounced_recipient, status=EmailSendQueue.Status.SENT
+            )
+            .select_related("client")
+            .order_by("-sent_at")
+            .first()
+        )
+    return message
+
+
+def process_gmail_message(*, mailbox: Mailbox, gmail: GmailClient, gmail_id: str) -> bool:
+    """Fetch, classify, match and record one Gmail message; True when a new event was recorded."""
+    key = inbound_dedupe_key(mailbox_id=mailbox.pk, gmail_message_id=gmail_id)
+    if EmailEvent.objects.filter(dedupe_key=key).exists():
+        return False  # seen before: spare the fetch
+    try:
+        gmail_message = gmail.get_message(gmail_id, format="raw")
+    except GmailNotFound:
+        return False  # deleted since the history entry
+    if _is_ours(gmail_message, mailbox) or gmail_message.raw is None:
+        return False
+    parsed = parse_rfc822(gmail_message.raw)
+    found = inbound_facts(parsed, snippet=gmail_message.snippet)
+    target = _match_inbound(mailbox=mailbox, gmail_message=gmail_message, found=found, parsed=parsed)
+    if target is None:
+        return False  # not an answer to anything we sent
+    result = record_inbound(
+        message=target,
+        classification=found.classification,
+        dedupe_key=key,
+        received_at=gmail_message.internal_date,
+        from_email=found.from_email,
+        subject=found.subject,
+        snippet=found.snippet,
+        source="gmail",
+        gmail_message_id=gmail_id,
+    )
+    return result.created
+
+
+def poll_mailbox(*, mailbox: Mailbox, gmail: GmailClient | None = None) -> PollResult:
+    """Read the mailbox's history since its cursor, record what answers our mail, then move the cursor.
+
+    The cursor moves only after every page was read and every message handled, so a failure half
+    way re-reads the same history next time (each Gmail message is recorded at most once anyway).
+    A first poll starts the cursor at the mailbox's current history; a cursor Gmail no longer keeps
+    resynchronises from the recent inbox threads.
+    """
+    result = PollResult()
+    client, owned = (gmail, False) if gmail is not None else _gmail_for(mailbox)
+    try:
+        if not mailbox.history_id:
+            cursor = client.get_profile().history_id
+            _store_cursor(mailbox, cursor)
+            return result
+        gmail_ids: list[str] = []
+        try:
+            page_token: str | None = None
+            while True:
+                page = client.list_history(
+                    mailbox.history_id, page_token, history_types=("messageAdded",), max_results=HISTORY_PAGE_SIZE
+                )
+                for record in page.records:
+                    for ref in record.messages_added:
+                        if "SENT" not in ref.label_ids and "DRAFT" not in ref.label_ids:
+                            gmail_ids.append(ref.id)
+                page_token = page.next_page_token
+                if not page_token:
+                    new_cursor = page.history_id
+                    break
+        except GmailNotFound:
+            result.resynced = True
+            new_cursor = client.get_profile().history_id
+            for summary in client.list_recent_inbox_threads(
+                newer_than_days=RESYNC_DAYS, max_threads=RESYNC_MAX_THREADS
+            ):
+                thread = client.get_thread(summary.id, format="minimal")
+                gmail_ids.extend(m.id for m in thread.messages if "SENT" not in m.label_ids)
+        for gmail_id in dict.fromkeys(gmail_ids):
+            result.examined += 1
+            result.recorded += int(process_gmail_message(mailbox=mailbox, gmail=client, gmail_id=gmail_id))
+        _store_cursor(mailbox, new_cursor)
+    finally:
+        if owned:
+            client.close()
+    return result
+
+
+def _store_cursor(mailbox: Mailbox, cursor: str) -> None:
+    now = timezone.now()
+    Mailbox.objects.filter(pk=mailbox.pk).update(history_id=cursor, history_synced_at=now)
+    mailbox.history_id, mailbox.history_synced_at = cursor, now
+
+
+def mailboxes_to_poll() -> list[uuid.UUID]:
+    """Connected mailboxes (paused or at their cap still receive replies)."""
+    return list(
+        Mailbox.objects.exclude(status=Mailbox.Status.DISCONNECTED)
+        .exclude(refresh_token_encrypted="")
+        .values_list("pk", flat=True)
+    )
+
+
+def poll_mailbox_by_id(*, mailbox_id: uuid.UUID) -> PollResult | None:
+    """The task's entry point: None when the mailbox is gone or disconnected (a finished job)."""
+    mailbox = Mailbox.objects.filter(pk=mailbox_id).exclude(status=Mailbox.Status.DISCONNECTED).first()
+    if mailbox is None:
+        return None
+    return poll_mailbox(mailbox=mailbox)
