@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email.policy
 import hashlib
-import importlib
 import logging
 import re
 import uuid
@@ -27,11 +26,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from email_service.exceptions import InvalidInput, NotFound
-from email_service.gmail_client import GmailClient, GmailMessage, GoogleConfig, MailboxCredentials
+from email_service.gmail_client import GmailClient, GmailMessage
 from email_service.gmail_client import NotFound as GmailNotFound
 from email_service.models import EmailEvent, EmailSendQueue, Mailbox
 from email_service.services import suppression
 from email_service.services.events import record_event
+from email_service.services.mailbox_credentials import gmail_client_for
 
 logger = logging.getLogger(__name__)
 
@@ -401,32 +401,6 @@ class PollResult:
     resynced: bool = False
 
 
-def _gmail_for(mailbox: Mailbox) -> tuple[GmailClient, bool]:
-    """The mailbox's Gmail client and whether we must close it: the sending area's (cached) one when present."""
-    try:
-        helper = importlib.import_module("email_service.services.mailbox_credentials")
-    except ImportError:
-        helper = None
-    if helper is not None and hasattr(helper, "gmail_for"):
-        client: GmailClient = helper.gmail_for(mailbox)
-        return client, False
-    from cryptography.fernet import Fernet, MultiFernet
-    from django.conf import settings
-
-    cipher = MultiFernet([Fernet(key.encode()) for key in settings.TOKEN_ENCRYPTION_KEYS])
-
-    def plain(value: str) -> str | None:
-        return cipher.decrypt(value.encode()).decode() if value else None
-
-    credentials = MailboxCredentials(
-        access_token=plain(mailbox.access_token_encrypted),
-        refresh_token=plain(mailbox.refresh_token_encrypted),
-        expiry=mailbox.token_expires_at,
-        scopes=tuple(mailbox.scopes.split()),
-    )
-    return GmailClient(GoogleConfig.from_settings(), credentials), True
-
-
 def _is_ours(gmail_message: GmailMessage, mailbox: Mailbox) -> bool:
     """Our own sent mail appears in history too: never a reply (LESSONS.md)."""
     if "SENT" in gmail_message.label_ids or "DRAFT" in gmail_message.label_ids:
@@ -492,7 +466,7 @@ def poll_mailbox(*, mailbox: Mailbox, gmail: GmailClient | None = None) -> PollR
     resynchronises from the recent inbox threads.
     """
     result = PollResult()
-    client, owned = (gmail, False) if gmail is not None else _gmail_for(mailbox)
+    client, owned = (gmail, False) if gmail is not None else (gmail_client_for(mailbox), True)
     try:
         if not mailbox.history_id:
             cursor = client.get_profile().history_id

@@ -5,49 +5,22 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from cryptography.fernet import Fernet
 from django.utils import timezone
 
 from email_service.gmail_client import GmailClient, GoogleConfig, MailboxCredentials
 from email_service.models import EmailEvent, EmailSendQueue, Lead, Suppression
-from email_service.sandbox.testing import (
-    TEST_ACCOUNT,
-    TEST_CLIENT_ID,
-    TEST_CLIENT_SECRET,
-    TEST_SCOPES,
-    make_message,
-    make_test_sandbox,
-)
+from email_service.sandbox.testing import TEST_ACCOUNT, TEST_SCOPES, make_message
 from email_service.services import replies
 from email_service.services.replies import poll_mailbox
-from tests.factories import EmailSendQueueFactory, LeadFactory, MailboxFactory
+from tests.factories import EmailSendQueueFactory, LeadFactory
 from tests.tracking import inbound_mail
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def google_sandbox():
-    with make_test_sandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def mailbox(google_sandbox, settings, alice):
-    settings.GOOGLE_CLIENT_ID = TEST_CLIENT_ID
-    settings.GOOGLE_CLIENT_SECRET = TEST_CLIENT_SECRET
-    settings.GOOGLE_TOKEN_URI = google_sandbox.token_uri
-    settings.GMAIL_API_ENDPOINT = google_sandbox.gmail_endpoint
-    tokens = google_sandbox.issue_tokens(TEST_ACCOUNT, TEST_SCOPES)
-    cipher = Fernet(settings.TOKEN_ENCRYPTION_KEYS[0].encode())
-    box = MailboxFactory(
-        client=alice,
-        email=TEST_ACCOUNT,
-        access_token_encrypted=cipher.encrypt(tokens["access_token"].encode()).decode(),
-        refresh_token_encrypted=cipher.encrypt(tokens["refresh_token"].encode()).decode(),
-        token_expires_at=timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
-        scopes=" ".join(TEST_SCOPES),
-    )
+def mailbox(connect_mailbox, alice):
+    box = connect_mailbox(alice, TEST_ACCOUNT)
     assert poll_mailbox(mailbox=box).examined == 0  # the first poll only sets the cursor
     assert box.history_id
     return box
