@@ -7,6 +7,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from email_service.api.tracking import NO_STORE, pixel_response
+from email_service.services.tracking import find_link
 
 DESTINATION = "https://example.com/pricing?plan=pro#annual"
 
@@ -30,6 +31,10 @@ class BaselineMiddleware:
             return pixel_response((request.method or "GET").upper())
         if path.startswith("/bench/baseline/click/"):
             return baseline_click()
+        if path.startswith("/bench/baseline/lookup-click/"):
+            # The same bytes as the real click: the destination read from the database, nothing recorded.
+            link = find_link(path.rsplit("/", 1)[1])
+            return HttpResponseRedirect(link.url) if link else baseline_click()
         return self.get_response(request)
 
 
