@@ -44,4 +44,8 @@ def _beat_heartbeat(**_: object) -> None:
 # its tables at start-up, so a fresh deployment has them and operators can see them in the admin.
 app.conf.beat_schedule = {
     "purge-expired": {"task": "email_service.purge_expired", "schedule": 3600.0},
+    # Opens and clicks wait in a Redis stream; this records them (a few seconds behind the hit).
+    "drain-tracking-events": {"task": "email_service.drain_tracking_events", "schedule": 5.0},
+    # Replies, auto-replies and bounces from each connected mailbox's Gmail history.
+    "poll-replies": {"task": "email_service.poll_replies", "schedule": 60.0},
 }

@@ -1,0 +1,57 @@
+"""Tracking fixtures: a sent message of Alice's, a clean hit buffer, and a browser's request."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client as DjangoClient
+from django.utils import timezone
+
+from email_service.models import EmailSendQueue
+from email_service.services import tracking
+from tests.factories import EmailSendQueueFactory, LeadFactory
+
+SAFARI = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Safari/605.1.15"
+)
+GMAIL_PROXY = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
+
+
+@pytest.fixture(autouse=True)
+def clean_hit_buffer():
+    client = tracking._redis()
+    if client is not None:
+        keys = list(client.scan_iter(match=tracking._key("*")))
+        if keys:
+            client.delete(*keys)
+    yield
+
+
+@pytest.fixture
+def browser() -> DjangoClient:
+    """A recipient's mail client: no cookies, a real user agent, enforce CSRF like production."""
+    return DjangoClient(enforce_csrf_checks=True, HTTP_USER_AGENT=SAFARI)
+
+
+def drain() -> tracking.DrainResult:
+    """Record everything buffered so far (no settling delay: every click of a burst is already in)."""
+    return tracking.drain_tracking_events(settle_seconds=0)
+
+
+def sent_message(client, *, sequence_number: int = 1, lead=None, hours_ago: float = 1.0, **fields):
+    lead = lead or LeadFactory(client=client)
+    return EmailSendQueueFactory(
+        client=client,
+        lead=lead,
+        sequence_number=sequence_number,
+        status=EmailSendQueue.Status.SENT,
+        sent_at=timezone.now() - timedelta(hours=hours_ago),
+        **fields,
+    )
+
+
+@pytest.fixture
+def message(alice):
+    return sent_message(alice)
