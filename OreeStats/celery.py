@@ -44,4 +44,10 @@ def _beat_heartbeat(**_: object) -> None:
 # its tables at start-up, so a fresh deployment has them and operators can see them in the admin.
 app.conf.beat_schedule = {
     "purge-expired": {"task": "email_service.purge_expired", "schedule": 3600.0},
+    # Restarts send turns whose nudge was lost; turns themselves chain at each mailbox's pace.
+    "dispatch-due": {"task": "email_service.dispatch_due", "schedule": 5.0},
+    # Expired leases (dead workers), stranded rows of paused/disconnected mailboxes, lost turns.
+    "sweep-queue": {"task": "email_service.sweep_queue", "schedule": 30.0},
+    # Clients' midnights fall on quarter hours in UTC; the pacing statement needs no reset to be right.
+    "reset-daily-counts": {"task": "email_service.reset_daily_counts", "schedule": 900.0},
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from email_service.services.housekeeping import purge_expired
 
@@ -10,3 +11,47 @@ from email_service.services.housekeeping import purge_expired
 @shared_task(name="email_service.purge_expired")
 def purge_expired_task() -> dict[str, int]:
     return purge_expired()
+
+
+@shared_task(name="email_service.dispatch_due")
+def dispatch_due_task() -> int:
+    """Start a send turn for every mailbox with due work (beat, and nudged after enqueue)."""
+    from email_service.services.dispatch import dispatch_due
+
+    return dispatch_due()
+
+
+# The hard limit stays under the lease: a live worker never outlasts its claim.
+@shared_task(
+    name="email_service.send_next_for_mailbox",
+    time_limit=settings.SEND_LEASE_SECONDS - 30,
+    soft_time_limit=settings.SEND_LEASE_SECONDS - 45,
+    acks_late=False,  # the database row, not a redelivered message, recovers a lost turn
+)
+def send_next_for_mailbox_task(mailbox_id: str) -> str:
+    """One mailbox turn: take a pace slot, claim one due email, send it."""
+    from email_service.services.dispatch import run_mailbox_turn
+
+    return run_mailbox_turn(mailbox_id=mailbox_id)
+
+
+@shared_task(name="email_service.resolve_email", time_limit=settings.SEND_LEASE_SECONDS - 30)
+def resolve_email_task(email_id: str) -> str:
+    """Settle an email whose send outcome is unknown by asking its mailbox."""
+    from email_service.services.dispatch import resolve_email
+
+    return resolve_email(email_id=email_id)
+
+
+@shared_task(name="email_service.sweep_queue")
+def sweep_queue_task() -> dict[str, int]:
+    from email_service.services.dispatch import sweep_queue
+
+    return sweep_queue()
+
+
+@shared_task(name="email_service.reset_daily_counts")
+def reset_daily_counts_task() -> int:
+    from email_service.services.pacing import reset_daily_counts
+
+    return reset_daily_counts()
