@@ -106,6 +106,24 @@ class Turn:
     skipped: str = ""
 
 
+class _NoClaim(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_CLAIM_FIELDS = [
+    "status",
+    "status_reason",
+    "attempts",
+    "lease_expires_at",
+    "claimed_by",
+    "send_started_at",
+    "message_id",
+    "updated_at",
+]
+
+
 def claimable_emails(*, mailbox_id: uuid.UUID | str, now: datetime | None) -> Any:
     """Queued rows of the mailbox whose campaign is active and whose earlier steps have left (due by `now`)."""
     earlier_unsent = EmailSendQueue.objects.filter(
@@ -133,47 +151,39 @@ def claim_next_email(
     opening = window.next_opening(now)
     if opening != now:
         return Turn(None, _next_due(mailbox, earliest=opening, now=now) if opening else None, "window_closed")
-    with transaction.atomic():
-        reservation = pacing.reserve_send_slot(
-            mailbox=mailbox, client=client, now=now, gap_seconds=pacing.draw_gap_seconds(client=client, rng=rng)
-        )
-        if reservation is None:
-            return Turn(None, _next_due(mailbox, earliest=_mailbox_free_at(mailbox, client, now), now=now), "paced")
-        email = (
-            claimable_emails(mailbox_id=mailbox.pk, now=now)
-            .select_for_update(skip_locked=True, of=("self",))
-            .order_by("next_attempt_at", "sequence_number", "created_at")
-            .first()
-        )
-        if email is None:
-            transaction.set_rollback(True)  # give the slot back untouched
-            return Turn(None, _next_due(mailbox, earliest=now, now=now), "nothing_due")
-        lead_status = Lead.objects.filter(pk=email.lead_id).values_list("status", flat=True).first()
-        if lead_status != Lead.Status.ACTIVE or is_suppressed(client_id=client.pk, email=email.recipient_email):
-            # Checked again at the last moment: an unsubscribe or reply may have come in since enqueue.
-            EmailSendQueue.objects.filter(pk=email.pk).update(
-                status=Status.CANCELLED, status_reason="recipient_suppressed", updated_at=now
+    try:
+        with transaction.atomic():
+            reservation = pacing.reserve_send_slot(
+                mailbox=mailbox, client=client, now=now, gap_seconds=pacing.draw_gap_seconds(client=client, rng=rng)
             )
-            pacing.release_send_slot(reservation=reservation)
-            return Turn(None, reservation.next_send_at, "suppressed")
-        email.status, email.status_reason = Status.SENDING, ""
-        email.attempts += 1
-        email.lease_expires_at = now + timedelta(seconds=lease_seconds())
-        email.claimed_by = worker
-        email.send_started_at = now
-        email.message_id = email.message_id or new_message_id(email=email, mailbox=mailbox)
-        email.save(
-            update_fields=[
-                "status",
-                "status_reason",
-                "attempts",
-                "lease_expires_at",
-                "claimed_by",
-                "send_started_at",
-                "message_id",
-                "updated_at",
-            ]
-        )
+            if reservation is None:
+                raise _NoClaim("paced")
+            email = (
+                claimable_emails(mailbox_id=mailbox.pk, now=now)
+                .select_for_update(skip_locked=True, of=("self",))
+                .order_by("next_attempt_at", "sequence_number", "created_at")
+                .first()
+            )
+            if email is None:
+                raise _NoClaim("nothing_due")  # rolls the slot back untouched
+            lead_status = Lead.objects.filter(pk=email.lead_id).values_list("status", flat=True).first()
+            if lead_status != Lead.Status.ACTIVE or is_suppressed(client_id=client.pk, email=email.recipient_email):
+                # Checked again at the last moment: an unsubscribe or reply may have come in since enqueue.
+                EmailSendQueue.objects.filter(pk=email.pk).update(
+                    status=Status.CANCELLED, status_reason="recipient_suppressed", updated_at=now
+                )
+                pacing.release_send_slot(reservation=reservation)
+                return Turn(None, reservation.next_send_at, "suppressed")
+            email.status, email.status_reason = Status.SENDING, ""
+            email.attempts += 1
+            email.lease_expires_at = now + timedelta(seconds=lease_seconds())
+            email.claimed_by = worker
+            email.send_started_at = now
+            email.message_id = email.message_id or new_message_id(email=email, mailbox=mailbox)
+            email.save(update_fields=_CLAIM_FIELDS)
+    except _NoClaim as no_claim:
+        earliest = _mailbox_free_at(mailbox, client, now) if no_claim.reason == "paced" else now
+        return Turn(None, _next_due(mailbox, earliest=earliest, now=now), no_claim.reason)
     email.mailbox, email.client = mailbox, client
     return Turn(Claim(email, mailbox, client, reservation, worker), reservation.next_send_at)
 
