@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.utils import timezone
 
-from email_service.models import Mailbox
+from email_service.models import EmailSendQueue, Mailbox
 
 Status = Mailbox.Status
 
@@ -31,10 +32,6 @@ def disconnect_mailbox(*, mailbox: Mailbox, reason: str) -> int:
     Returns how many queued emails were held. Revoking the token at Google is the caller's
     first step when the disconnection is asked for (not when Google already refused us).
     """
-    from django.db import transaction
-
-    from email_service.models import EmailSendQueue
-
     now = timezone.now()
     with transaction.atomic():
         Mailbox.objects.filter(pk=mailbox.pk).update(
