@@ -22,10 +22,14 @@ def dispatch_due_task() -> int:
 
 
 # The hard limit stays under the lease: a live worker never outlasts its claim.
+_SEND_HARD_LIMIT = settings.SEND_LEASE_SECONDS - max(5, settings.SEND_LEASE_SECONDS // 5)
+_SEND_SOFT_LIMIT = _SEND_HARD_LIMIT - max(3, _SEND_HARD_LIMIT // 10)
+
+
 @shared_task(
     name="email_service.send_next_for_mailbox",
-    time_limit=settings.SEND_LEASE_SECONDS - 30,
-    soft_time_limit=settings.SEND_LEASE_SECONDS - 45,
+    time_limit=_SEND_HARD_LIMIT,
+    soft_time_limit=_SEND_SOFT_LIMIT,
     acks_late=False,  # the database row, not a redelivered message, recovers a lost turn
 )
 def send_next_for_mailbox_task(mailbox_id: str) -> str:
@@ -35,7 +39,7 @@ def send_next_for_mailbox_task(mailbox_id: str) -> str:
     return run_mailbox_turn(mailbox_id=mailbox_id)
 
 
-@shared_task(name="email_service.resolve_email", time_limit=settings.SEND_LEASE_SECONDS - 30)
+@shared_task(name="email_service.resolve_email", time_limit=_SEND_HARD_LIMIT, soft_time_limit=_SEND_SOFT_LIMIT)
 def resolve_email_task(email_id: str) -> str:
     """Settle an email whose send outcome is unknown by asking its mailbox."""
     from email_service.services.dispatch import resolve_email

@@ -50,14 +50,13 @@ from email_service.services.suppression import is_suppressed
 from email_service.services.windows import SendWindow, next_local_midnight, scheduled_for
 
 if TYPE_CHECKING:
-    from email_service.gmail_client import GmailClient, SentMessage  # type: ignore[import-not-found]  # lands with the sandbox branch
+    from email_service.gmail_client import GmailClient, SentMessage
 
 logger = logging.getLogger(__name__)
 Status = EmailSendQueue.Status
 
 MAX_SEND_ATTEMPTS = 5
 """A row fails for good on its fifth transient failure (after backoffs of 1, 2, 4 and 8 minutes)."""
-BACKOFF_BASE_SECONDS = 60
 BACKOFF_MAX_SECONDS = 3600
 RATE_LIMIT_DEFAULT_SECONDS = 60
 # How far ahead a mailbox's next turn is scheduled; beyond it the beat dispatcher brings it back.
@@ -81,7 +80,7 @@ def worker_name() -> str:
 
 
 def backoff_delay(attempts: int, *, rng: random.Random | None = None) -> timedelta:
-    base = min(BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1), BACKOFF_MAX_SECONDS)
+    base = min(settings.SEND_RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1), BACKOFF_MAX_SECONDS)
     return timedelta(seconds=base * (rng or random).uniform(0.8, 1.2))
 
 

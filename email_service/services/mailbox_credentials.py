@@ -20,7 +20,7 @@ from django.utils import timezone
 from email_service.models import Mailbox
 
 if TYPE_CHECKING:
-    from email_service.gmail_client import GmailClient, MailboxCredentials  # type: ignore[import-not-found]  # lands with the sandbox branch
+    from email_service.gmail_client import GmailClient, MailboxCredentials
 
 logger = logging.getLogger(__name__)
 
