@@ -4,10 +4,12 @@
 statement it checks and moves everything that must hold across any number of workers and
 machines:
 
-* pace: the previous slot's `next_send_at` has passed. The new `next_send_at` is now plus
-  max(1 / `max_sends_per_second`, a gap drawn between the client's `min_gap_seconds` and
-  `max_gap_seconds`), so two sends of one mailbox start at least 1/rate apart (2.5/s: 0.4 s) and,
-  over any T seconds, at most floor(T x rate) + 1 start;
+* pace: the mailbox's `next_send_at` has passed. The interval is max(1 / `max_sends_per_second`,
+  a gap drawn between the client's `min_gap_seconds` and `max_gap_seconds`); the next slot is one
+  interval after the previous slot (so a turn that ran late does not drag the schedule), but never
+  sooner than 0.9 interval after now. Hence no mailbox ever exceeds its rate on average, two sends
+  start at least 0.9/rate apart (2.5/s: 0.36 s), and any T seconds hold at most
+  floor((T + 0.1/rate) x rate) + 1 sends;
 * daily cap: fewer than `min(mailbox.daily_limit, client.mailbox_daily_limit)` sends counted on
   the client's *local* day. The count restarts by itself when `sent_today_date` is an older day,
   so a missed midnight reset (beat down) never blocks nor over-allows a mailbox;
@@ -35,6 +37,10 @@ from email_service.models import Client, Mailbox
 from email_service.services.windows import local_today, next_local_midnight
 
 _TABLE = Mailbox._meta.db_table
+# A turn that runs a little late keeps the mailbox on its schedule: the next slot stays one interval
+# after the previous *slot*, as long as that is at least (1 - PACE_SLACK) intervals after now. Two
+# sends are therefore >= 0.9 / rate apart, and over any T seconds the average stays <= rate.
+PACE_SLACK = 0.1
 
 
 @dataclass(frozen=True)
@@ -72,17 +78,27 @@ def reserve_send_slot(
     now = now or timezone.now()
     today = local_today(client, now)
     cap = daily_cap(mailbox=mailbox, client=client)
-    interval = max(send_interval_seconds(mailbox), gap_seconds, 0.0)
+    rate_interval = send_interval_seconds(mailbox)
+    # The slot after this one: one interval after the previous slot (on schedule even if this turn
+    # ran late), never sooner than 0.9 rate-interval from now, and never before the client's gap.
+    soonest = now + timedelta(seconds=max(rate_interval * (1 - PACE_SLACK), gap_seconds))
+    previous = mailbox.next_send_at
+    next_send_at = soonest
+    if previous is not None:
+        next_send_at = max(soonest, previous + timedelta(seconds=max(rate_interval, gap_seconds)))
     ops = connection.ops
     params = {
         "id": Mailbox._meta.pk.get_db_prep_value(mailbox.pk, connection),
         "now": ops.adapt_datetimefield_value(now),
-        "next": ops.adapt_datetimefield_value(now + timedelta(seconds=interval)),
+        "previous": ops.adapt_datetimefield_value(previous),
+        "next": ops.adapt_datetimefield_value(next_send_at),
         "today": ops.adapt_datefield_value(today),
         "cap": cap,
         "active": Mailbox.Status.ACTIVE.value,
         "limited": Mailbox.Status.LIMITED.value,
     }
+    # `next_send_at` is compared with the value it was computed from (compare-and-set): if another
+    # worker took a slot since this mailbox was read, this statement matches nothing.
     sql = f"""
         UPDATE {_TABLE} SET
             sent_today = CASE WHEN sent_today_date = %(today)s THEN sent_today + 1 ELSE 1 END,
@@ -96,6 +112,7 @@ def reserve_send_slot(
           AND (status = %(active)s OR (status = %(limited)s AND cooldown_until <= %(now)s))
           AND (cooldown_until IS NULL OR cooldown_until <= %(now)s)
           AND (next_send_at IS NULL OR next_send_at <= %(now)s)
+          AND (next_send_at = %(previous)s OR (next_send_at IS NULL AND %(previous)s IS NULL))
           AND (CASE WHEN sent_today_date = %(today)s THEN sent_today ELSE 0 END) < %(cap)s
         RETURNING sent_today
     """  # noqa: S608 - the table name comes from model metadata; every value is a parameter
@@ -105,7 +122,6 @@ def reserve_send_slot(
     if row is None:
         return None
     sent_today = int(row[0])
-    next_send_at = now + timedelta(seconds=interval)
     mailbox.sent_today, mailbox.sent_today_date, mailbox.next_send_at = sent_today, today, next_send_at
     mailbox.status, mailbox.cooldown_until, mailbox.last_sent_at = Mailbox.Status.ACTIVE, None, now
     return SlotReservation(mailbox_id=mailbox.pk, day=today, sent_today=sent_today, next_send_at=next_send_at)

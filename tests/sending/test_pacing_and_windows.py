@@ -24,11 +24,24 @@ def reserve(mailbox, at, gap=0.0):
 
 
 @pytest.mark.django_db
-def test_two_sends_of_a_mailbox_are_at_least_one_over_the_rate_apart():
+def test_two_sends_are_at_least_nine_tenths_of_an_interval_apart_and_the_average_never_exceeds_the_rate():
     mailbox = MailboxFactory(max_sends_per_second=2.5)
     assert reserve(mailbox, T0) is not None
-    assert reserve(mailbox, T0 + timedelta(seconds=0.39)) is None
-    assert reserve(mailbox, T0 + timedelta(seconds=0.40)) is not None
+    assert reserve(mailbox, T0 + timedelta(seconds=0.35)) is None
+    second = reserve(mailbox, T0 + timedelta(seconds=0.36))
+    assert second is not None
+    # Back on the 0.4 s schedule: the next slot is one interval after the previous *slot*.
+    assert second.next_send_at == T0 + timedelta(seconds=0.76)
+    assert reserve(mailbox, T0 + timedelta(seconds=0.75)) is None
+    granted, at = [], T0 + timedelta(seconds=0.76)
+    for _ in range(200):  # always asking the moment the slot opens, sometimes a little late
+        slot = reserve(mailbox, at)
+        assert slot is not None
+        granted.append(at)
+        at = slot.next_send_at + timedelta(milliseconds=random.choice([0, 0, 5, 30]))
+    span = (granted[-1] - granted[0]).total_seconds()
+    assert (len(granted) - 1) / span <= 2.5
+    assert min((b - a).total_seconds() for a, b in itertools.pairwise(granted)) >= 0.36 - 1e-6
 
 
 @pytest.mark.django_db
@@ -141,7 +154,7 @@ def test_concurrent_reservations_never_exceed_the_pace_or_the_cap():
         thread.join()
     granted.sort()
     assert len(granted) == 5
-    assert all(b - a >= timedelta(seconds=0.4) for a, b in itertools.pairwise(granted))
+    assert all(b - a >= timedelta(seconds=0.36) for a, b in itertools.pairwise(granted))
 
 
 # ---------------------------------------------------------------- windows
