@@ -44,7 +44,7 @@ from django.db import connection  # noqa: E402
 from django.test import Client as HttpClient  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from email_service.models import Client, EmailSendQueue, Mailbox  # noqa: E402
+from email_service.models import EmailSendQueue, Mailbox  # noqa: E402
 from email_service.sandbox.models import FAULT_LATENCY, OP_SEND  # noqa: E402
 from email_service.tasks import dispatch_due_task  # noqa: E402
 from tests.sending.gmail import connect_mailbox, make_test_sandbox, sandbox_env  # noqa: E402
@@ -83,21 +83,36 @@ def _client(name: str):
     return ClientFactory(name=name)
 
 
-def _enqueue(client: Client, mailboxes: list[Mailbox], count: int) -> None:
-    """Queue `count` first steps spread over the mailboxes (through the service, like the API)."""
-    from email_service.services.sending import SendRequest, enqueue_email
+def _bulk_queue(client, mailboxes, count: int) -> None:
+    """Queue `count` first steps round-robin over the mailboxes, in bulk (enqueue speed is measured apart)."""
+    from email_service.models import Lead, LeadMailboxAssignment
 
-    for n in range(count):
-        enqueue_email(
-            request=SendRequest(
-                client_id=client.pk,
-                lead_id=uuid.uuid4(),
-                recipient_email=f"lead{n}@prospect.test",
+    campaign = client.campaigns.get(is_default=True)
+    leads = [Lead(id=uuid.uuid4(), client=client, email=f"lead{n}@prospect.test") for n in range(count)]
+    Lead.objects.bulk_create(leads, batch_size=1000)
+    boxes = [mailboxes[n % len(mailboxes)] for n in range(count)]
+    LeadMailboxAssignment.objects.bulk_create(
+        [LeadMailboxAssignment(lead=lead, client=client, mailbox=box) for lead, box in zip(leads, boxes, strict=True)],
+        batch_size=1000,
+    )
+    now = timezone.now()
+    EmailSendQueue.objects.bulk_create(
+        [
+            EmailSendQueue(
+                client=client,
+                campaign=campaign,
+                lead=lead,
+                mailbox=box,
+                sequence_number=1,
+                recipient_email=lead.email,
                 subject=f"Hello {n}",
                 body_html=f"<p>Hi lead {n}, <a href='https://example.test/{n}'>a link</a>.</p>",
-                sequence_number=1,
+                next_attempt_at=now,
             )
-        )
+            for n, (lead, box) in enumerate(zip(leads, boxes, strict=True))
+        ],
+        batch_size=1000,
+    )
 
 
 def drain(sandbox, *, mailboxes: int, emails: int, rate: float, workers: int, concurrency: int, tmp: Path):
@@ -108,7 +123,7 @@ def drain(sandbox, *, mailboxes: int, emails: int, rate: float, workers: int, co
         for n in range(mailboxes)
     ]
     started = time.monotonic()
-    _enqueue(client, boxes, emails)
+    _bulk_queue(client, boxes, emails)
     enqueue_seconds = time.monotonic() - started
     pool = Workers(tmp, {**sandbox_env(sandbox), "GMAIL_HTTP_TIMEOUT": "30", "SEND_LEASE_SECONDS": "120"})
     procs = pool.start(workers, concurrency=concurrency)
@@ -164,7 +179,7 @@ def enqueue_rate(*, count: int, batch_size: int):
 
     client = _client("Enqueue")
     Mailbox.objects.create(client=client, email="enqueue@enqueue.test")
-    http = HttpClient(HTTP_AUTHORIZATION=f"Bearer {settings.OREE_API_KEY}")
+    http = HttpClient(HTTP_AUTHORIZATION=f"Bearer {settings.OREE_API_KEY}", SERVER_NAME="localhost")
 
     def item(n: int):
         return {
