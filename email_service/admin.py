@@ -27,7 +27,7 @@ from email_service.models import (
     Suppression,
 )
 from email_service.services.campaigns import pause_campaign, resume_campaign
-from email_service.services.mailboxes import pause_mailbox, resume_mailbox
+from email_service.services.mailboxes import disconnect_mailbox_by_request, pause_mailbox, resume_mailbox
 from email_service.services.queue_admin import cancel_email, retry_email
 
 
@@ -124,7 +124,7 @@ class MailboxAdmin(admin.ModelAdmin[Mailbox]):
         "created_at",
         "updated_at",
     ]
-    actions = ["pause_selected", "resume_selected"]
+    actions = ["pause_selected", "resume_selected", "disconnect_selected"]
 
     @admin.action(description="Pause selected mailboxes")
     def pause_selected(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
@@ -133,6 +133,22 @@ class MailboxAdmin(admin.ModelAdmin[Mailbox]):
     @admin.action(description="Resume selected mailboxes")
     def resume_selected(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
         _apply(self, request, queryset, lambda m: resume_mailbox(mailbox=m), "Resumed")
+
+    @admin.action(description="Disconnect (revoke at Google)")
+    def disconnect_selected(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
+        unrevoked = []
+        for mailbox in queryset:
+            if disconnect_mailbox_by_request(mailbox=mailbox, reason="disconnected by an operator").revoked is False:
+                unrevoked.append(mailbox.email)
+        self.message_user(request, f"Disconnected: {queryset.count()}; their unsent emails are held.", messages.SUCCESS)
+        if unrevoked:
+            self.message_user(
+                request,
+                "Google could not be reached to revoke access for "
+                + ", ".join(unrevoked)
+                + "; run the action again to retry the revocation.",
+                messages.WARNING,
+            )
 
 
 @admin.register(LeadMailboxAssignment)

@@ -49,3 +49,63 @@ def alice_api(alice) -> APIClient:
 @pytest.fixture
 def charlie_api(charlie) -> APIClient:
     return dashboard_api(charlie)
+
+
+# --- The local Google sandbox, for Django-side tests ------------------------------------------
+
+
+@pytest.fixture
+def google_sandbox():
+    """A running Google sandbox (OAuth + Gmail API) with one OAuth client and one account."""
+    from email_service.sandbox.testing import make_test_sandbox
+
+    with make_test_sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def google_settings(settings, google_sandbox):
+    """Point the app's Google settings at the sandbox, as an operator would with env variables."""
+    from email_service.sandbox.testing import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_REDIRECT_URI
+
+    settings.GOOGLE_CLIENT_ID = TEST_CLIENT_ID
+    settings.GOOGLE_CLIENT_SECRET = TEST_CLIENT_SECRET
+    settings.GOOGLE_REDIRECT_URI = TEST_REDIRECT_URI
+    settings.GOOGLE_AUTH_URI = google_sandbox.auth_uri
+    settings.GOOGLE_TOKEN_URI = google_sandbox.token_uri
+    settings.GOOGLE_REVOKE_URI = google_sandbox.revoke_uri
+    settings.GMAIL_API_ENDPOINT = google_sandbox.gmail_endpoint
+    settings.GMAIL_HTTP_TIMEOUT = 5
+    return settings
+
+
+@pytest.fixture
+def connect_mailbox(google_settings, google_sandbox):
+    """Make a sandbox account and a connected Mailbox of `client` holding its real (encrypted) tokens."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from email_service.gmail_client import MailboxCredentials
+    from email_service.models import Mailbox
+    from email_service.sandbox.testing import TEST_SCOPES
+    from email_service.services.mailbox_credentials import store_credentials
+
+    def connect(client, email: str, display_name: str = "Sam Sender", **fields) -> Mailbox:
+        google_sandbox.add_account(email, display_name)
+        tokens = google_sandbox.issue_tokens(email, TEST_SCOPES)
+        mailbox = Mailbox.objects.create(
+            client=client, email=email, display_name=display_name, connected_at=timezone.now(), **fields
+        )
+        store_credentials(
+            mailbox=mailbox,
+            credentials=MailboxCredentials(
+                access_token=tokens["access_token"],
+                refresh_token=tokens["refresh_token"],
+                expiry=timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
+                scopes=tuple(tokens["scope"].split()),
+            ),
+        )
+        return mailbox
+
+    return connect

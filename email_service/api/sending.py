@@ -105,7 +105,7 @@ class SendBatchResponseSerializer(serializers.Serializer[dict[str, Any]]):
     rejected = serializers.IntegerField()
 
 
-class ErrorSerializer(serializers.Serializer[dict[str, Any]]):
+class SendErrorSerializer(serializers.Serializer[dict[str, Any]]):
     detail = serializers.CharField()
     code = serializers.CharField()
 
@@ -142,10 +142,10 @@ class SendEmailView(APIView):
         responses={
             202: QueuedEmailSerializer,
             200: QueuedEmailSerializer,
-            400: ErrorSerializer,
-            404: ErrorSerializer,
-            409: ErrorSerializer,
-            413: ErrorSerializer,
+            400: SendErrorSerializer,
+            404: SendErrorSerializer,
+            409: SendErrorSerializer,
+            413: SendErrorSerializer,
         },
     )
     def post(self, request: Request) -> Response:
@@ -172,7 +172,7 @@ class SendEmailBatchView(APIView):
     @extend_schema(
         operation_id="email_send_batch",
         request=SendBatchSerializer,
-        responses={200: SendBatchResponseSerializer, 400: ErrorSerializer, 413: ErrorSerializer},
+        responses={200: SendBatchResponseSerializer, 400: SendErrorSerializer, 413: SendErrorSerializer},
         description="Each item has the fields of POST /api/email/send.",
     )
     def post(self, request: Request) -> Response:
@@ -221,7 +221,7 @@ class EmailStatusView(APIView):
     @extend_schema(
         operation_id="email_status",
         parameters=[OpenApiParameter("client_id", uuid.UUID, description="Only this client's lead.")],
-        responses={200: EmailStatusResponseSerializer, 404: OpenApiResponse(ErrorSerializer)},
+        responses={200: EmailStatusResponseSerializer, 404: OpenApiResponse(SendErrorSerializer)},
     )
     def get(self, request: Request, lead_id: uuid.UUID) -> Response:
         query = EmailStatusQuerySerializer(data=request.query_params)

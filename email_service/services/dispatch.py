@@ -32,7 +32,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -40,17 +40,18 @@ from django.db import transaction
 from django.db.models import Exists, Min, OuterRef, Q
 from django.utils import timezone
 
+from email_service import gmail_client as g
+from email_service.gmail_client import QUEUE_ID_HEADER, GmailClient, SentMessage
 from email_service.models import Campaign, Client, EmailEvent, EmailSendQueue, Lead, Mailbox
 from email_service.services import pacing
 from email_service.services.assignment import SENDING_MAILBOX_STATUSES, mailbox_for_lead
 from email_service.services.events import record_event
-from email_service.services.mailboxes import disconnect_mailbox
-from email_service.services.message_builder import QUEUE_ID_HEADER, BuiltMessage, build_message, new_message_id
+from email_service.services.gmail_clients import forget_gmail_client, gmail_for
+from email_service.services.mailbox_credentials import TokenDecryptionError
+from email_service.services.mailboxes import disconnect_mailbox, mailbox_authorization_revoked
+from email_service.services.message_builder import BuiltMessage, build_message, new_message_id
 from email_service.services.suppression import is_suppressed
 from email_service.services.windows import SendWindow, next_local_midnight, scheduled_for
-
-if TYPE_CHECKING:
-    from email_service.gmail_client import GmailClient, SentMessage
 
 logger = logging.getLogger(__name__)
 Status = EmailSendQueue.Status
@@ -213,15 +214,13 @@ def _next_due(mailbox: Mailbox, *, earliest: datetime, now: datetime) -> datetim
 
 def send_claimed_email(*, claim: Claim, now: datetime | None = None) -> str:
     """Send the claimed row through Gmail once and record what happened; returns the outcome's name."""
-    from email_service import gmail_client as g
-    from email_service.services.mailbox_credentials import UndecryptableToken, forget_gmail_client, gmail_for
 
     email, mailbox = claim.email, claim.mailbox
     try:
         built = build_message(email=email, mailbox=mailbox, now=now)
         client = gmail_for(mailbox)
-    except UndecryptableToken as error:
-        return _mailbox_unusable(claim, f"stored token unreadable: {error}")
+    except TokenDecryptionError as error:
+        return _mailbox_unusable(claim, error)
     except Exception as error:
         # Nothing left: our own bug or bad data. Retry with backoff so it surfaces, never silently.
         logger.exception("could not build queued email %s", email.pk)
@@ -237,7 +236,7 @@ def send_claimed_email(*, claim: Claim, now: datetime | None = None) -> str:
         return _requeue_not_sent(claim, at=lifts_at, reason="mailbox_daily_limit", error=str(error))
     except (g.AuthorizationRevoked, g.InsufficientPermissions) as error:
         forget_gmail_client(mailbox)
-        return _mailbox_unusable(claim, str(error))
+        return _mailbox_unusable(claim, error)
     except g.InvalidMessage as error:
         return _fail(claim, reason="rejected_by_gmail", error=error.reason or str(error), give_back_slot=True)
     except g.OutcomeUnknown as error:
@@ -321,7 +320,7 @@ def _requeue_not_sent(claim: Claim, *, at: datetime, reason: str, error: str) ->
     return reason
 
 
-def _mailbox_unusable(claim: Claim, error: str) -> str:
+def _mailbox_unusable(claim: Claim, error: Exception) -> str:
     """Authorisation revoked: disconnect the mailbox, hold its emails (this one included), fail none."""
     pacing.release_send_slot(reservation=claim.reservation)
     with transaction.atomic():
@@ -329,11 +328,18 @@ def _mailbox_unusable(claim: Claim, error: str) -> str:
             status=Status.QUEUED,
             attempts=max(0, claim.email.attempts - 1),
             lease_expires_at=None,
-            last_error=error[:2000],
+            last_error=str(error)[:2000],
             updated_at=timezone.now(),
         )
-        disconnect_mailbox(mailbox=claim.mailbox, reason=f"Gmail authorisation revoked: {error}"[:255])
+        _disconnect(claim.mailbox, error)
     return "mailbox_disconnected"
+
+
+def _disconnect(mailbox: Mailbox, error: Exception) -> None:
+    if isinstance(error, g.GmailError):
+        mailbox_authorization_revoked(mailbox=mailbox, error=error)
+    else:  # our stored tokens cannot be read: the mailbox must be reconnected just the same
+        disconnect_mailbox(mailbox=mailbox, reason=f"stored tokens unreadable, reconnect the mailbox: {error}"[:255])
 
 
 def _retry_later(claim: Claim, error: str) -> str:
@@ -403,8 +409,6 @@ def resolve_email(*, email_id: uuid.UUID | str, now: datetime | None = None) -> 
 
     Takes the row over with a conditional update first, so two sweepers never both resolve it.
     """
-    from email_service import gmail_client as g
-    from email_service.services.mailbox_credentials import UndecryptableToken, gmail_for
 
     now = now or timezone.now()
     worker = f"resolver:{worker_name()}"
@@ -425,8 +429,8 @@ def resolve_email(*, email_id: uuid.UUID | str, now: datetime | None = None) -> 
         return "waiting_for_mailbox"
     try:
         found = find_in_mailbox(gmail=gmail_for(mailbox), email=email)
-    except (g.AuthorizationRevoked, g.InsufficientPermissions, UndecryptableToken) as error:
-        disconnect_mailbox(mailbox=mailbox, reason=f"Gmail authorisation revoked: {error}"[:255])
+    except (g.AuthorizationRevoked, g.InsufficientPermissions, TokenDecryptionError) as error:
+        _disconnect(mailbox, error)
         guarded.update(status_reason="outcome_unknown_mailbox_unavailable", last_error=str(error)[:2000])
         return "waiting_for_mailbox"
     except g.GmailError as error:

@@ -1,114 +1,98 @@
-"""A mailbox's OAuth tokens: encrypted at rest with MultiFernet, decrypted only to talk to Gmail.
+"""A mailbox's OAuth tokens: encrypted at rest, decrypted only to build a Gmail client.
 
-`TOKEN_ENCRYPTION_KEY` holds one or more Fernet keys, newest first: encryption uses the newest,
-decryption tries each, so keys rotate without re-connecting every mailbox.
+Tokens are Fernet ciphertexts under `TOKEN_ENCRYPTION_KEY` (MultiFernet: the first key
+encrypts, every listed key decrypts, so keys rotate without a flag day). A refreshed access
+token is written back encrypted the moment google-auth obtains it.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import uuid
-from collections import OrderedDict
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.utils import timezone
 
+from email_service.gmail_client import GmailClient, GoogleConfig, MailboxCredentials
 from email_service.models import Mailbox
-
-if TYPE_CHECKING:
-    from email_service.gmail_client import GmailClient, MailboxCredentials
 
 logger = logging.getLogger(__name__)
 
 
-class UndecryptableToken(Exception):
-    """A stored token was encrypted with a key no longer configured: the mailbox must reconnect."""
+class TokenDecryptionError(Exception):
+    """The stored ciphertext cannot be read with any configured key."""
 
 
 @lru_cache(maxsize=4)
-def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+def _cipher(keys: tuple[str, ...]) -> MultiFernet:
     return MultiFernet([Fernet(key.encode()) for key in keys])
 
 
-def _cipher() -> MultiFernet:
-    return _fernet(tuple(settings.TOKEN_ENCRYPTION_KEYS))
+def cipher() -> MultiFernet:
+    return _cipher(tuple(settings.TOKEN_ENCRYPTION_KEYS))
 
 
-def encrypt_token(value: str) -> str:
-    return _cipher().encrypt(value.encode()).decode() if value else ""
+def encrypt_secret(plaintext: str) -> str:
+    if not plaintext:
+        return ""
+    return cipher().encrypt(plaintext.encode()).decode()
 
 
-def decrypt_token(value: str) -> str:
-    if not value:
+def decrypt_secret(ciphertext: str) -> str:
+    if not ciphertext:
         return ""
     try:
-        return _cipher().decrypt(value.encode()).decode()
+        return cipher().decrypt(ciphertext.encode()).decode()
     except InvalidToken:
-        raise UndecryptableToken("stored token cannot be decrypted with the configured keys") from None
+        raise TokenDecryptionError("a stored token cannot be decrypted with TOKEN_ENCRYPTION_KEY") from None
 
 
 def credentials_for(mailbox: Mailbox) -> MailboxCredentials:
-    from email_service.gmail_client import MailboxCredentials
-
     return MailboxCredentials(
-        access_token=decrypt_token(mailbox.access_token_encrypted) or None,
-        refresh_token=decrypt_token(mailbox.refresh_token_encrypted) or None,
+        access_token=decrypt_secret(mailbox.access_token_encrypted) or None,
+        refresh_token=decrypt_secret(mailbox.refresh_token_encrypted) or None,
         expiry=mailbox.token_expires_at,
         scopes=tuple(mailbox.scopes.split()),
     )
 
 
-def store_refreshed_credentials(*, mailbox_id: uuid.UUID | str, credentials: MailboxCredentials) -> None:
-    """Write a refreshed access token back (encrypted), so the next process does not refresh again."""
-    fields: dict[str, object] = {"updated_at": timezone.now(), "token_expires_at": credentials.expiry}
-    if credentials.access_token:
-        fields["access_token_encrypted"] = encrypt_token(credentials.access_token)
+def store_credentials(*, mailbox: Mailbox, credentials: MailboxCredentials) -> None:
+    """Write tokens back encrypted; a refresh without a new refresh token keeps the old one."""
+    mailbox.access_token_encrypted = encrypt_secret(credentials.access_token or "")
     if credentials.refresh_token:
-        fields["refresh_token_encrypted"] = encrypt_token(credentials.refresh_token)
-    Mailbox.objects.filter(pk=mailbox_id).update(**fields)
-
-
-_local = threading.local()
-_CACHE_SIZE = 256
-
-
-def gmail_for(mailbox: Mailbox) -> GmailClient:
-    """A Gmail client for the mailbox, reused within this thread while its grant is unchanged.
-
-    Building the Google client parses the API description (tens of milliseconds of CPU); a worker
-    that sends for many mailboxes keeps one per mailbox. `GmailClient` is not thread-safe, hence
-    one cache per thread.
-    """
-    from email_service.gmail_client import GmailClient, GoogleConfig
-
-    cache: OrderedDict[tuple[object, str], GmailClient] | None = getattr(_local, "clients", None)
-    if cache is None:
-        cache = _local.clients = OrderedDict()
-    key = (mailbox.pk, mailbox.refresh_token_encrypted)
-    client = cache.get(key)
-    if client is not None:
-        cache.move_to_end(key)
-        return client
-    mailbox_id = mailbox.pk
-    client = GmailClient(
-        GoogleConfig.from_settings(),
-        credentials_for(mailbox),
-        on_refresh=lambda credentials: store_refreshed_credentials(mailbox_id=mailbox_id, credentials=credentials),
+        mailbox.refresh_token_encrypted = encrypt_secret(credentials.refresh_token)
+    mailbox.token_expires_at = credentials.expiry
+    if credentials.scopes:
+        mailbox.scopes = " ".join(credentials.scopes)
+    mailbox.updated_at = timezone.now()
+    Mailbox.objects.filter(pk=mailbox.pk).update(
+        access_token_encrypted=mailbox.access_token_encrypted,
+        refresh_token_encrypted=mailbox.refresh_token_encrypted,
+        token_expires_at=mailbox.token_expires_at,
+        scopes=mailbox.scopes,
+        updated_at=mailbox.updated_at,
     )
-    cache[key] = client
-    while len(cache) > _CACHE_SIZE:
-        _, old = cache.popitem(last=False)
-        old.close()
-    return client
 
 
-def forget_gmail_client(mailbox: Mailbox) -> None:
-    """Drop this thread's cached client for the mailbox (after its grant was refused)."""
-    cache = getattr(_local, "clients", None)
-    if cache:
-        for key in [k for k in cache if k[0] == mailbox.pk]:
-            cache.pop(key).close()
+def gmail_client_for(mailbox: Mailbox, *, config: GoogleConfig | None = None) -> GmailClient:
+    """A Gmail client for this mailbox that saves refreshed tokens; one per task or thread."""
+    return GmailClient(
+        config or GoogleConfig.from_settings(),
+        credentials_for(mailbox),
+        on_refresh=lambda refreshed: store_credentials(mailbox=mailbox, credentials=refreshed),
+    )
+
+
+def reencrypt_all_tokens() -> int:
+    """Rotate: rewrite every stored token under the first configured key. Returns mailboxes touched."""
+    touched = 0
+    for mailbox in Mailbox.objects.exclude(access_token_encrypted="", refresh_token_encrypted=""):
+        fields = {}
+        for name in ("access_token_encrypted", "refresh_token_encrypted"):
+            value = getattr(mailbox, name)
+            if value:
+                fields[name] = cipher().rotate(value.encode()).decode()
+        Mailbox.objects.filter(pk=mailbox.pk).update(**fields)
+        touched += 1
+    return touched

@@ -29,10 +29,10 @@ from html.parser import HTMLParser
 from django.conf import settings
 from django.utils import timezone
 
+from email_service.gmail_client import QUEUE_ID_HEADER
 from email_service.models import EmailSendQueue, Mailbox
 from email_service.services import tracking
 
-QUEUE_ID_HEADER = "X-Oree-Queue-Id"
 _RE_PREFIX = re.compile(r"^\s*(re|fwd?|aw|sv)\s*:\s*", re.IGNORECASE)
 # Google refuses a message's References header past roughly this many ids; keep the newest.
 _MAX_REFERENCES = 20

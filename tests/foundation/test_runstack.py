@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,7 +32,8 @@ def test_runstack_serves_a_healthy_system_without_postgres_or_redis(tmp_path):
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}
+        if key not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "PUBLIC_BASE_URL"}
+        and not key.startswith(("GOOGLE_", "GMAIL_"))
     }
     env.update({"DEBUG": "1", "OREE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "OreeStats.settings"})
     process = subprocess.Popen(
@@ -57,6 +61,8 @@ def test_runstack_serves_a_healthy_system_without_postgres_or_redis(tmp_path):
         assert body["components"]["database"]["detail"] == "sqlite"
         assert body["components"]["broker"]["detail"] == "filesystem"
         assert (tmp_path / "oreestats.sqlite3").exists()
+        api_key = env.get("OREE_API_KEY", "dev-api-key")
+        assert_demo_mailboxes_connected_through_the_sandbox(tmp_path / "oreestats.sqlite3", port, api_key)
     finally:
         os.killpg(process.pid, signal.SIGINT)
         output, _ = process.communicate(timeout=60)
@@ -65,3 +71,39 @@ def test_runstack_serves_a_healthy_system_without_postgres_or_redis(tmp_path):
     # Ctrl-C stopped every child: nothing is left listening on the port.
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def assert_demo_mailboxes_connected_through_the_sandbox(database: Path, port: int, api_key: str) -> None:
+    """The demo client has its sandbox mailboxes, and the running web itself talks to that sandbox."""
+    with sqlite3.connect(database) as db:
+        (client_id,) = db.execute("SELECT id FROM email_service_client WHERE email = 'demo@oreestats.local'").fetchone()
+        mailboxes = db.execute(
+            "SELECT email, status, refresh_token_encrypted FROM email_service_mailbox"
+            " WHERE client_id = ? ORDER BY email",
+            (client_id,),
+        ).fetchall()
+    assert [(email, status) for email, status, _ in mailboxes] == [
+        ("outreach@demo-company.test", "active"),
+        ("sales@demo-company.test", "active"),
+    ]
+    assert all(token.startswith("gAAAAA") for _, _, token in mailboxes)
+
+    web = f"http://127.0.0.1:{port}"
+    client_uuid = str(uuid.UUID(client_id))
+    initiate = requests.get(
+        f"{web}/api/oauth/initiate/{client_uuid}",
+        params={"login_hint": "sales@demo-company.test"},
+        headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+        timeout=10,
+    )
+    assert initiate.status_code == 200, initiate.text
+    consent_url = initiate.json()["authorization_url"]
+    assert urllib.parse.urlsplit(consent_url).hostname == "127.0.0.1"  # the sandbox, not accounts.google.com
+    consent = requests.get(consent_url, allow_redirects=False, timeout=10)
+    assert consent.status_code == 302
+    callback = consent.headers["Location"]
+    assert callback.startswith(f"{web}/api/oauth/callback?")
+    connected = requests.get(callback, headers={"Accept": "application/json"}, timeout=10)
+    assert connected.status_code == 200, connected.text
+    assert connected.json()["mailbox"]["email"] == "sales@demo-company.test"
+    assert connected.json()["created"] is False

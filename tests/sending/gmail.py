@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from email_service.sandbox.testing import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SCOPES, make_test_sandbox
-from email_service.services.mailbox_credentials import encrypt_token
+from email_service.services.mailbox_credentials import encrypt_secret
 from tests.factories import MailboxFactory
 
 __all__ = ["connect_mailbox", "make_test_sandbox", "point_settings_at", "sandbox_env"]
@@ -44,8 +44,8 @@ def connect_mailbox(sandbox, *, client, email: str, display_name: str = "Sam Sen
         client=client,
         email=email,
         display_name=display_name,
-        access_token_encrypted=encrypt_token(tokens["access_token"]),
-        refresh_token_encrypted=encrypt_token(tokens["refresh_token"]),
+        access_token_encrypted=encrypt_secret(tokens["access_token"]),
+        refresh_token_encrypted=encrypt_secret(tokens["refresh_token"]),
         token_expires_at=expires,
         scopes=" ".join(TEST_SCOPES),
         **fields,

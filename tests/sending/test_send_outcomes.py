@@ -176,7 +176,7 @@ def test_a_message_whose_id_gmail_replaced_is_found_by_its_queue_id_header(sandb
 
 
 def test_an_expired_lease_of_a_crashed_worker_is_checked_in_the_mailbox(sandbox, mailbox):
-    from email_service.services.mailbox_credentials import gmail_for
+    from email_service.services.gmail_clients import gmail_for
     from email_service.services.message_builder import build_message
 
     email = queue(mailbox)

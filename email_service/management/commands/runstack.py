@@ -33,9 +33,14 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database migrated.")
         extras: list[subprocess.Popen[bytes]] = []
+        host, _, port = options["bind"].rpartition(":")
+        wildcard = host in ("", "0.0.0.0", "::")  # noqa: S104 (a bound wildcard is not an address to link to)
+        base_url = f"http://{'localhost' if wildcard else host}:{port}"
+        # Links in sent emails (pixel, clicks, unsubscribe) must reach this server unless told otherwise.
+        os.environ.setdefault("PUBLIC_BASE_URL", base_url)
         if not options["no_demo"]:
             client = ensure_demo_client()
-            extras = start_demo_extras(client=client, stdout=self.stdout)
+            extras = start_demo_extras(client=client, stdout=self.stdout, public_base_url=os.environ["PUBLIC_BASE_URL"])
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Demo client: {client.name} — log in with {DEMO_EMAIL} / {DEMO_PASSWORD}\n"
@@ -69,7 +74,6 @@ class Command(BaseCommand):
             for name, command in processes.items():
                 # Our own fixed argv, no shell.
                 running[name] = subprocess.Popen(command, cwd=settings.BASE_DIR, env=os.environ.copy())  # noqa: S603
-            host, _, port = options["bind"].rpartition(":")
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Running: web http://{host}:{port}/ (API docs /api/docs/, health /api/health), "
