@@ -48,4 +48,10 @@ app.conf.beat_schedule = {
     "drain-tracking-events": {"task": "email_service.drain_tracking_events", "schedule": 5.0},
     # Replies, auto-replies and bounces from each connected mailbox's Gmail history.
     "poll-replies": {"task": "email_service.poll_replies", "schedule": 60.0},
+    # Restarts send turns whose nudge was lost; turns themselves chain at each mailbox's pace.
+    "dispatch-due": {"task": "email_service.dispatch_due", "schedule": 5.0},
+    # Expired leases (dead workers), stranded rows of paused/disconnected mailboxes, lost turns.
+    "sweep-queue": {"task": "email_service.sweep_queue", "schedule": 30.0},
+    # Clients' midnights fall on quarter hours in UTC; the pacing statement needs no reset to be right.
+    "reset-daily-counts": {"task": "email_service.reset_daily_counts", "schedule": 900.0},
 }

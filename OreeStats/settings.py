@@ -84,6 +84,13 @@ try:
     MACHINE_OPEN_WINDOW_SECONDS = env.integer("MACHINE_OPEN_WINDOW_SECONDS", 3, minimum=0, maximum=3600)
     MACHINE_CLICK_WINDOW_SECONDS = env.integer("MACHINE_CLICK_WINDOW_SECONDS", 10, minimum=0, maximum=3600)
     MAILBOX_MAX_SENDS_PER_SECOND = env.number("MAILBOX_MAX_SENDS_PER_SECOND", 2.5, minimum=0.001)
+    # A claimed email's lease: longer than the send task's hard time limit (lease - 30 s), so only
+    # a dead worker's rows are ever taken over; they are then looked up in the mailbox first.
+    SEND_LEASE_SECONDS = env.integer("SEND_LEASE_SECONDS", 300, minimum=20, maximum=3600)
+    # After an unknown send outcome, how long Gmail gets to index the message before we search it.
+    SEND_UNKNOWN_RESOLVE_DELAY_SECONDS = env.integer("SEND_UNKNOWN_RESOLVE_DELAY_SECONDS", 60, minimum=0, maximum=3600)
+    # First retry delay after a transient send failure; doubles each attempt (1, 2, 4, 8 min by default).
+    SEND_RETRY_BASE_SECONDS = env.integer("SEND_RETRY_BASE_SECONDS", 60, minimum=1, maximum=3600)
     HEARTBEAT_STALE_SECONDS = env.integer("HEARTBEAT_STALE_SECONDS", 90, minimum=5)
     LOG_LEVEL = env.choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"})
 except ConfigError as _error:

@@ -60,3 +60,10 @@ class Unavailable(OreeError):
 
     status_code = 503
     default_code = "unavailable"
+
+
+class PayloadTooLarge(OreeError):
+    """The request or one of its values is larger than the documented limit (413)."""
+
+    status_code = 413
+    default_code = "too_large"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from email_service.services.housekeeping import purge_expired
 
@@ -50,3 +51,51 @@ def poll_mailbox_task(mailbox_id: str) -> dict[str, int] | None:
     if result is None:
         return None
     return {"examined": result.examined, "recorded": result.recorded, "resynced": int(result.resynced)}
+
+
+@shared_task(name="email_service.dispatch_due")
+def dispatch_due_task() -> int:
+    """Start a send turn for every mailbox with due work (beat, and nudged after enqueue)."""
+    from email_service.services.dispatch import dispatch_due
+
+    return dispatch_due()
+
+
+# The hard limit stays under the lease: a live worker never outlasts its claim.
+_SEND_HARD_LIMIT = settings.SEND_LEASE_SECONDS - max(5, settings.SEND_LEASE_SECONDS // 5)
+_SEND_SOFT_LIMIT = _SEND_HARD_LIMIT - max(3, _SEND_HARD_LIMIT // 10)
+
+
+@shared_task(
+    name="email_service.send_next_for_mailbox",
+    time_limit=_SEND_HARD_LIMIT,
+    soft_time_limit=_SEND_SOFT_LIMIT,
+    acks_late=False,  # the database row, not a redelivered message, recovers a lost turn
+)
+def send_next_for_mailbox_task(mailbox_id: str) -> str:
+    """One mailbox turn: take a pace slot, claim one due email, send it."""
+    from email_service.services.dispatch import run_mailbox_turn
+
+    return run_mailbox_turn(mailbox_id=mailbox_id)
+
+
+@shared_task(name="email_service.resolve_email", time_limit=_SEND_HARD_LIMIT, soft_time_limit=_SEND_SOFT_LIMIT)
+def resolve_email_task(email_id: str) -> str:
+    """Settle an email whose send outcome is unknown by asking its mailbox."""
+    from email_service.services.dispatch import resolve_email
+
+    return resolve_email(email_id=email_id)
+
+
+@shared_task(name="email_service.sweep_queue")
+def sweep_queue_task() -> dict[str, int]:
+    from email_service.services.dispatch import sweep_queue
+
+    return sweep_queue()
+
+
+@shared_task(name="email_service.reset_daily_counts")
+def reset_daily_counts_task() -> int:
+    from email_service.services.pacing import reset_daily_counts
+
+    return reset_daily_counts()

@@ -31,14 +31,19 @@ def _first_error(detail: Any, prefix: str = "") -> tuple[str, str, str]:
     return prefix, str(detail), "invalid"
 
 
-def _validation_response(detail: Any) -> Response:
+def error_body(detail: Any) -> dict[str, Any]:
+    """`{"detail", "code", "field"?, "errors"?}` for a DRF validation error structure."""
     field, message, code = _first_error(detail)
     body: dict[str, Any] = {"detail": f"{field}: {message}" if field else message, "code": code}
     if field:
         body["field"] = field
     if isinstance(detail, dict | list):
         body["errors"] = detail
-    return Response(body, status=400)
+    return body
+
+
+def _validation_response(detail: Any) -> Response:
+    return Response(error_body(detail), status=400)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -1,0 +1,593 @@
+"""The dispatcher and the send: claim under a lease, send once, record first, resolve the unknown.
+
+How the queue drains (DESIGN.md decisions 1-4):
+
+* Each mailbox with due work runs a *turn* (Celery task `send_next_for_mailbox`, carrying only the
+  mailbox id). A turn takes one pace/cap slot (services.pacing, one atomic UPDATE), claims one
+  due row with `SELECT … FOR UPDATE SKIP LOCKED` (status `sending`, a lease, a claimant, a fixed
+  Message-ID), schedules the mailbox's next turn for its next slot, then sends. Turns of many
+  mailboxes run in parallel on any number of workers; PostgreSQL decides who gets what.
+* A row is claimable when it is `queued`, due, its campaign is active, the client's window is
+  open, and no earlier step of the same lead and campaign is still unsent (a follow-up waits for
+  its predecessor, so it can thread under it).
+* After Gmail accepts, the result is written first (`sent`, Gmail ids, the Message-ID Gmail
+  stored), then the `sent` event and rollups. Nothing after an accepted send can make it unsent.
+* A send whose outcome is unknown (5xx, timeout, dropped connection after the request left, or a
+  worker that died holding a lease) is never simply retried: the row stays `sending` with reason
+  `outcome_unknown` until `resolve_email` asks the mailbox for its Message-ID, then for its
+  `X-Oree-Queue-Id` among recent sent mail to that recipient, and re-queues only if neither exists.
+* Transient failures back off exponentially (1, 2, 4, 8 minutes); the MAX_SEND_ATTEMPTS-th
+  failure marks the row `failed` with the last error. Every row ends in a visible state and reason.
+
+The lease outlives the send task's hard time limit, so a live worker never loses its row to the
+sweep; the sweep only ever takes over rows whose worker is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Exists, Min, OuterRef, Q
+from django.utils import timezone
+
+from email_service import gmail_client as g
+from email_service.gmail_client import QUEUE_ID_HEADER, GmailClient, SentMessage
+from email_service.models import Campaign, Client, EmailEvent, EmailSendQueue, Lead, Mailbox
+from email_service.services import pacing
+from email_service.services.assignment import SENDING_MAILBOX_STATUSES, mailbox_for_lead
+from email_service.services.events import record_event
+from email_service.services.gmail_clients import forget_gmail_client, gmail_for
+from email_service.services.mailbox_credentials import TokenDecryptionError
+from email_service.services.mailboxes import disconnect_mailbox, mailbox_authorization_revoked
+from email_service.services.message_builder import BuiltMessage, build_message, new_message_id
+from email_service.services.suppression import is_suppressed
+from email_service.services.windows import SendWindow, next_local_midnight, scheduled_for
+
+logger = logging.getLogger(__name__)
+Status = EmailSendQueue.Status
+
+MAX_SEND_ATTEMPTS = 5
+"""A row fails for good on its fifth transient failure (after backoffs of 1, 2, 4 and 8 minutes)."""
+BACKOFF_MAX_SECONDS = 3600
+RATE_LIMIT_DEFAULT_SECONDS = 60
+# How far ahead a mailbox's next turn is scheduled; beyond it the beat dispatcher brings it back.
+TURN_HORIZON = timedelta(seconds=120)
+UNSENT_BEFORE_STEP = (Status.QUEUED, Status.SENDING, Status.PAUSED, Status.HELD)
+
+REASON_UNKNOWN = "outcome_unknown"
+
+
+def lease_seconds() -> int:
+    return int(settings.SEND_LEASE_SECONDS)
+
+
+def unknown_resolve_delay() -> timedelta:
+    """Time Gmail gets to index a message before we search for it (its search lags the send)."""
+    return timedelta(seconds=settings.SEND_UNKNOWN_RESOLVE_DELAY_SECONDS)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def backoff_delay(attempts: int, *, rng: random.Random | None = None) -> timedelta:
+    base = min(settings.SEND_RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1), BACKOFF_MAX_SECONDS)
+    return timedelta(seconds=base * (rng or random).uniform(0.8, 1.2))
+
+
+# =========================================================================== claiming
+
+
+@dataclass
+class Claim:
+    email: EmailSendQueue
+    mailbox: Mailbox
+    client: Client
+    reservation: pacing.SlotReservation
+    worker: str
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What one mailbox turn did, and when the mailbox should take its next one (None: nothing due)."""
+
+    claim: Claim | None
+    next_turn_at: datetime | None
+    skipped: str = ""
+
+
+class _NoClaim(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_CLAIM_FIELDS = [
+    "status",
+    "status_reason",
+    "attempts",
+    "lease_expires_at",
+    "claimed_by",
+    "send_started_at",
+    "message_id",
+    "updated_at",
+]
+
+
+def claimable_emails(*, mailbox_id: uuid.UUID | str, now: datetime | None) -> Any:
+    """Queued rows of the mailbox whose campaign is active and whose earlier steps have left (due by `now`)."""
+    earlier_unsent = EmailSendQueue.objects.filter(
+        lead_id=OuterRef("lead_id"),
+        campaign_id=OuterRef("campaign_id"),
+        sequence_number__lt=OuterRef("sequence_number"),
+        status__in=UNSENT_BEFORE_STEP,
+    )
+    rows = EmailSendQueue.objects.filter(
+        mailbox_id=mailbox_id, status=Status.QUEUED, campaign__status=Campaign.Status.ACTIVE
+    ).filter(~Exists(earlier_unsent))
+    return rows if now is None else rows.filter(next_attempt_at__lte=now)
+
+
+def claim_next_email(
+    *, mailbox_id: uuid.UUID | str, worker: str, now: datetime | None = None, rng: random.Random | None = None
+) -> Turn:
+    """Take one pace slot and one due row of the mailbox, in one transaction; see the module docstring."""
+    now = now or timezone.now()
+    mailbox = Mailbox.objects.select_related("client").filter(pk=mailbox_id).first()
+    if mailbox is None or mailbox.status not in SENDING_MAILBOX_STATUSES:
+        return Turn(None, None, "mailbox_not_sending")
+    client = mailbox.client
+    window = SendWindow.for_client(client)
+    opening = window.next_opening(now)
+    if opening != now:
+        return Turn(None, _next_due(mailbox, earliest=opening, now=now) if opening else None, "window_closed")
+    try:
+        with transaction.atomic():
+            reservation = pacing.reserve_send_slot(
+                mailbox=mailbox, client=client, now=now, gap_seconds=pacing.draw_gap_seconds(client=client, rng=rng)
+            )
+            if reservation is None:
+                raise _NoClaim("paced")
+            email = (
+                claimable_emails(mailbox_id=mailbox.pk, now=now)
+                .select_for_update(skip_locked=True, of=("self",))
+                .order_by("next_attempt_at", "sequence_number", "created_at")
+                .first()
+            )
+            if email is None:
+                raise _NoClaim("nothing_due")  # rolls the slot back untouched
+            lead_status = Lead.objects.filter(pk=email.lead_id).values_list("status", flat=True).first()
+            if lead_status != Lead.Status.ACTIVE or is_suppressed(client_id=client.pk, email=email.recipient_email):
+                # Checked again at the last moment: an unsubscribe or reply may have come in since enqueue.
+                EmailSendQueue.objects.filter(pk=email.pk).update(
+                    status=Status.CANCELLED, status_reason="recipient_suppressed", updated_at=now
+                )
+                pacing.release_send_slot(reservation=reservation)
+                return Turn(None, reservation.next_send_at, "suppressed")
+            email.status, email.status_reason = Status.SENDING, ""
+            email.attempts += 1
+            email.lease_expires_at = now + timedelta(seconds=lease_seconds())
+            email.claimed_by = worker
+            email.send_started_at = now
+            email.message_id = email.message_id or new_message_id(email=email, mailbox=mailbox)
+            email.save(update_fields=_CLAIM_FIELDS)
+    except _NoClaim as no_claim:
+        earliest = _mailbox_free_at(mailbox, client, now) if no_claim.reason == "paced" else now
+        return Turn(None, _next_due(mailbox, earliest=earliest, now=now), no_claim.reason)
+    email.mailbox, email.client = mailbox, client
+    return Turn(Claim(email, mailbox, client, reservation, worker), reservation.next_send_at)
+
+
+def _mailbox_free_at(mailbox: Mailbox, client: Client, now: datetime) -> datetime:
+    """The soonest the pacing statement could grant this mailbox a slot, from the values we loaded."""
+    if pacing.remaining_today(mailbox=mailbox, client=client, now=now) <= 0:
+        return next_local_midnight(client, now)
+    return max(t for t in (now, mailbox.next_send_at, mailbox.cooldown_until) if t is not None)
+
+
+def _next_due(mailbox: Mailbox, *, earliest: datetime, now: datetime) -> datetime | None:
+    """When the mailbox's next turn should run: the first claimable row's time, not before `earliest`.
+
+    None when nothing is claimable within the turn horizon; the beat dispatcher brings it back later.
+    """
+    first = claimable_emails(mailbox_id=mailbox.pk, now=None).aggregate(first=Min("next_attempt_at"))["first"]
+    if first is None:
+        return None
+    at = max(earliest, first)
+    if at <= now:
+        at = now + timedelta(seconds=1)  # claimable now but locked by a concurrent claim: look again soon
+    return at if at - now <= TURN_HORIZON else None
+
+
+# =========================================================================== sending
+
+
+def send_claimed_email(*, claim: Claim, now: datetime | None = None) -> str:
+    """Send the claimed row through Gmail once and record what happened; returns the outcome's name."""
+
+    email, mailbox = claim.email, claim.mailbox
+    try:
+        built = build_message(email=email, mailbox=mailbox, now=now)
+        client = gmail_for(mailbox)
+    except TokenDecryptionError as error:
+        return _mailbox_unusable(claim, error)
+    except Exception as error:
+        # Nothing left: our own bug or bad data. Retry with backoff so it surfaces, never silently.
+        logger.exception("could not build queued email %s", email.pk)
+        return _retry_later(claim, f"could not build the message ({type(error).__name__})")
+    try:
+        sent = client.send_raw(built.raw, thread_id=built.thread_id)
+    except g.RateLimited as error:
+        until = error.retry_at or timezone.now() + timedelta(seconds=RATE_LIMIT_DEFAULT_SECONDS)
+        pacing.cool_down(mailbox=mailbox, until=until, reason=str(error))
+        return _requeue_not_sent(claim, at=until, reason="rate_limited", error=str(error))
+    except g.DailyLimitExceeded as error:
+        lifts_at = pacing.mark_daily_limit_reached(mailbox=mailbox, client=claim.client, reason=str(error))
+        return _requeue_not_sent(claim, at=lifts_at, reason="mailbox_daily_limit", error=str(error))
+    except (g.AuthorizationRevoked, g.InsufficientPermissions) as error:
+        forget_gmail_client(mailbox)
+        return _mailbox_unusable(claim, error)
+    except g.InvalidMessage as error:
+        return _fail(claim, reason="rejected_by_gmail", error=error.reason or str(error), give_back_slot=True)
+    except g.OutcomeUnknown as error:
+        return _mark_unknown(claim, str(error))
+    except g.GmailUnavailable as error:
+        if error.may_have_reached_google:
+            return _mark_unknown(claim, str(error))
+        pacing.release_send_slot(reservation=claim.reservation)
+        return _retry_later(claim, str(error))
+    except g.GmailError as error:
+        # An answer we do not map (e.g. an unexpected 4xx): Gmail refused it, so it did not go out.
+        pacing.release_send_slot(reservation=claim.reservation)
+        return _retry_later(claim, str(error))
+    except Exception as error:
+        # A failure of ours after the request may have left: treat as unknown, never resend blindly.
+        logger.exception("unexpected error while sending queued email %s", email.pk)
+        return _mark_unknown(claim, f"unexpected error during the send ({type(error).__name__})")
+    record_sent(email=email, sent=sent, built=built, mailbox=mailbox, client=claim.client)
+    return "sent"
+
+
+def record_sent(
+    *,
+    email: EmailSendQueue,
+    sent: SentMessage,
+    built: BuiltMessage | None,
+    mailbox: Mailbox,
+    client: Client,
+    sent_at: datetime | None = None,
+) -> bool:
+    """Record an accepted send: the row first, then its event and rollups. False if already recorded."""
+    sent_at = sent_at or timezone.now()
+    fields: dict[str, Any] = {
+        "status": Status.SENT,
+        "status_reason": "",
+        "sent_at": sent_at,
+        "gmail_message_id": sent.gmail_id,
+        "gmail_thread_id": sent.thread_id,
+        "rfc_message_id": sent.rfc822_message_id or email.message_id,
+        "lease_expires_at": None,
+        "last_error": "",
+        "updated_at": sent_at,
+    }
+    if built is not None:
+        fields.update(subject=built.subject[:998], in_reply_to=built.in_reply_to, references=built.references)
+    with transaction.atomic():
+        # Not guarded by the claimant: the message went out, whoever learns it records it.
+        if not EmailSendQueue.objects.filter(pk=email.pk).exclude(status=Status.SENT).update(**fields):
+            return False
+        for name, value in fields.items():
+            setattr(email, name, value)
+        record_event(
+            message=email,
+            event_type=EmailEvent.Type.SENT,
+            occurred_at=sent_at,
+            tz_name=client.timezone,
+            dedupe_key=f"sent:{email.pk}",
+            detail={"gmail_message_id": sent.gmail_id, "gmail_thread_id": sent.thread_id},
+        )
+        if mailbox.last_error:
+            Mailbox.objects.filter(pk=mailbox.pk).update(last_error="", last_error_at=None)
+    return True
+
+
+def _guarded(claim: Claim) -> Any:
+    return EmailSendQueue.objects.filter(pk=claim.email.pk, status=Status.SENDING, claimed_by=claim.worker)
+
+
+def _requeue_not_sent(claim: Claim, *, at: datetime, reason: str, error: str) -> str:
+    """Gmail refused for a reason that is not the email's fault: back to the queue, attempt not counted."""
+    pacing.release_send_slot(reservation=claim.reservation)
+    _guarded(claim).update(
+        status=Status.QUEUED,
+        status_reason=reason,
+        next_attempt_at=at,
+        attempts=max(0, claim.email.attempts - 1),
+        lease_expires_at=None,
+        last_error=error[:2000],
+        updated_at=timezone.now(),
+    )
+    return reason
+
+
+def _mailbox_unusable(claim: Claim, error: Exception) -> str:
+    """Authorisation revoked: disconnect the mailbox, hold its emails (this one included), fail none."""
+    pacing.release_send_slot(reservation=claim.reservation)
+    with transaction.atomic():
+        _guarded(claim).update(
+            status=Status.QUEUED,
+            attempts=max(0, claim.email.attempts - 1),
+            lease_expires_at=None,
+            last_error=str(error)[:2000],
+            updated_at=timezone.now(),
+        )
+        _disconnect(claim.mailbox, error)
+    return "mailbox_disconnected"
+
+
+def _disconnect(mailbox: Mailbox, error: Exception) -> None:
+    if isinstance(error, g.GmailError):
+        mailbox_authorization_revoked(mailbox=mailbox, error=error)
+    else:  # our stored tokens cannot be read: the mailbox must be reconnected just the same
+        disconnect_mailbox(mailbox=mailbox, reason=f"stored tokens unreadable, reconnect the mailbox: {error}"[:255])
+
+
+def _retry_later(claim: Claim, error: str) -> str:
+    """A transient failure of this attempt: back off, or fail for good after MAX_SEND_ATTEMPTS."""
+    if claim.email.attempts >= MAX_SEND_ATTEMPTS:
+        return _fail(claim, reason="too_many_attempts", error=error, give_back_slot=False)
+    _guarded(claim).update(
+        status=Status.QUEUED,
+        status_reason="retrying",
+        next_attempt_at=timezone.now() + backoff_delay(claim.email.attempts),
+        lease_expires_at=None,
+        last_error=error[:2000],
+        updated_at=timezone.now(),
+    )
+    return "retrying"
+
+
+def _fail(claim: Claim, *, reason: str, error: str, give_back_slot: bool) -> str:
+    if give_back_slot:
+        pacing.release_send_slot(reservation=claim.reservation)
+    return fail_email(email=claim.email, client=claim.client, worker=claim.worker, reason=reason, error=error)
+
+
+def fail_email(*, email: EmailSendQueue, client: Client, worker: str, reason: str, error: str) -> str:
+    """`sending` → `failed` (if this worker still holds the row) with the reason and a `failed` event."""
+    now = timezone.now()
+    with transaction.atomic():
+        if EmailSendQueue.objects.filter(pk=email.pk, status=Status.SENDING, claimed_by=worker).update(
+            status=Status.FAILED, status_reason=reason, lease_expires_at=None, last_error=error[:2000], updated_at=now
+        ):
+            email.status, email.status_reason, email.last_error = Status.FAILED, reason, error[:2000]
+            record_event(
+                message=email,
+                event_type=EmailEvent.Type.FAILED,
+                occurred_at=now,
+                tz_name=client.timezone,
+                dedupe_key=f"failed:{email.pk}:{email.attempts}",
+                detail={"reason": reason, "error": error[:500]},
+            )
+    return "failed"
+
+
+def _mark_unknown(claim: Claim, error: str) -> str:
+    """The send may have gone out: keep the row `sending` until the mailbox tells us (resolve_email)."""
+    resolve_at = timezone.now() + unknown_resolve_delay()
+    _guarded(claim).update(
+        status_reason=REASON_UNKNOWN, lease_expires_at=resolve_at, last_error=error[:2000], updated_at=timezone.now()
+    )
+    _schedule_resolution(claim.email.pk, at=resolve_at)
+    return REASON_UNKNOWN
+
+
+# =========================================================================== resolving the unknown
+
+
+def find_in_mailbox(*, gmail: GmailClient, email: EmailSendQueue) -> SentMessage | None:
+    """The sent message of this row, by our Message-ID, else by the queue-id header to that recipient."""
+    if email.message_id:
+        found = gmail.find_sent_by_message_id(email.message_id)
+        if found is not None:
+            return found
+    return gmail.find_sent_by_header(email.recipient_email, QUEUE_ID_HEADER, str(email.pk))
+
+
+def resolve_email(*, email_id: uuid.UUID | str, now: datetime | None = None) -> str:
+    """Settle a `sending` row whose lease ran out: sent (found in the mailbox) or back to the queue.
+
+    Takes the row over with a conditional update first, so two sweepers never both resolve it.
+    """
+
+    now = now or timezone.now()
+    worker = f"resolver:{worker_name()}"
+    taken = EmailSendQueue.objects.filter(pk=email_id, status=Status.SENDING, lease_expires_at__lte=now).update(
+        claimed_by=worker, lease_expires_at=now + timedelta(seconds=lease_seconds()), updated_at=now
+    )
+    if not taken:
+        return "not_due"
+    email = EmailSendQueue.objects.select_related("mailbox", "client").get(pk=email_id)
+    mailbox, client = email.mailbox, email.client
+    guarded = EmailSendQueue.objects.filter(pk=email.pk, status=Status.SENDING, claimed_by=worker)
+    if mailbox is None or mailbox.status not in SENDING_MAILBOX_STATUSES:
+        # Cannot ask a disconnected mailbox; keep the row unsettled (and say why) until it is back.
+        guarded.update(
+            status_reason="outcome_unknown_mailbox_unavailable",
+            lease_expires_at=now + timedelta(seconds=max(lease_seconds(), 300)),
+        )
+        return "waiting_for_mailbox"
+    try:
+        found = find_in_mailbox(gmail=gmail_for(mailbox), email=email)
+    except (g.AuthorizationRevoked, g.InsufficientPermissions, TokenDecryptionError) as error:
+        _disconnect(mailbox, error)
+        guarded.update(status_reason="outcome_unknown_mailbox_unavailable", last_error=str(error)[:2000])
+        return "waiting_for_mailbox"
+    except g.GmailError as error:
+        guarded.update(
+            status_reason=REASON_UNKNOWN,
+            lease_expires_at=now + backoff_delay(1),
+            last_error=f"lookup failed: {error}"[:2000],
+        )
+        return REASON_UNKNOWN
+    if found is not None:
+        record_sent(email=email, sent=found, built=None, mailbox=mailbox, client=client, sent_at=email.send_started_at)
+        return "sent"
+    # Not in the mailbox: it never left. Count the attempt and queue it again (same Message-ID).
+    if email.attempts >= MAX_SEND_ATTEMPTS:
+        last = email.last_error or "outcome unknown"
+        return fail_email(email=email, client=client, worker=worker, reason="too_many_attempts", error=last)
+    guarded.update(
+        status=Status.QUEUED,
+        status_reason="retrying",
+        next_attempt_at=now + backoff_delay(email.attempts),
+        lease_expires_at=None,
+        updated_at=now,
+    )
+    return "requeued"
+
+
+# =========================================================================== scheduling
+
+
+_LOOP_KEY = "oree:send-turn:{}"
+_NUDGE_KEY = "oree:dispatch-nudge"
+
+
+def nudge_dispatcher() -> None:
+    """Ask for a dispatch soon; many nudges within a second make one dispatch."""
+    if cache.add(_NUDGE_KEY, 1, timeout=1):
+        from email_service.tasks import dispatch_due_task
+
+        dispatch_due_task.apply_async(countdown=0.2)
+
+
+def schedule_turn(*, mailbox_id: uuid.UUID | str, at: datetime | None, force: bool = False) -> bool:
+    """Make sure the mailbox has a turn scheduled at `at`; False when one is already pending."""
+    from email_service.tasks import send_next_for_mailbox_task
+
+    key = _LOOP_KEY.format(mailbox_id)
+    if at is None:
+        cache.delete(key)
+        return False
+    delay = max(0.0, (at - timezone.now()).total_seconds())
+    ttl = int(delay) + 60
+    if force:
+        cache.set(key, 1, timeout=ttl)
+    elif not cache.add(key, 1, timeout=ttl):
+        return False
+    send_next_for_mailbox_task.apply_async((str(mailbox_id),), countdown=delay)
+    return True
+
+
+def _schedule_resolution(email_id: uuid.UUID | str, *, at: datetime) -> None:
+    from email_service.tasks import resolve_email_task
+
+    delay = max(0.0, (at - timezone.now()).total_seconds()) + 1
+    transaction.on_commit(lambda: resolve_email_task.apply_async((str(email_id),), countdown=delay))
+
+
+def run_mailbox_turn(*, mailbox_id: uuid.UUID | str) -> str:
+    """One turn: claim, schedule the next turn, then send (so a slow send never delays the pace)."""
+    turn = claim_next_email(mailbox_id=mailbox_id, worker=worker_name())
+    schedule_turn(mailbox_id=mailbox_id, at=turn.next_turn_at, force=True)
+    if turn.claim is None:
+        return turn.skipped
+    return send_claimed_email(claim=turn.claim)
+
+
+def due_mailbox_ids(*, now: datetime | None = None) -> list[uuid.UUID]:
+    """Mailboxes that are sending and have a queued row due now."""
+    now = now or timezone.now()
+    return list(
+        EmailSendQueue.objects.filter(
+            status=Status.QUEUED, next_attempt_at__lte=now, mailbox__status__in=SENDING_MAILBOX_STATUSES
+        )
+        .values_list("mailbox_id", flat=True)
+        .distinct()
+    )
+
+
+def dispatch_due(*, now: datetime | None = None) -> int:
+    """Start a turn for every mailbox with due work that has none pending; returns turns started."""
+    now = now or timezone.now()
+    started = 0
+    for mailbox_id in due_mailbox_ids(now=now):
+        started += schedule_turn(mailbox_id=mailbox_id, at=now)
+    return started
+
+
+# =========================================================================== the sweep
+
+
+def expired_leases(*, now: datetime | None = None, limit: int = 200) -> list[uuid.UUID]:
+    now = now or timezone.now()
+    return list(
+        EmailSendQueue.objects.filter(status=Status.SENDING, lease_expires_at__lte=now).values_list("pk", flat=True)[
+            :limit
+        ]
+    )
+
+
+def rehome_stranded_emails(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Re-apply the sticky-mailbox rules to held rows and to queued rows whose mailbox stopped sending.
+
+    A lead with nothing sent moves to another usable mailbox; a lead mid-sequence waits (held,
+    `waiting_for_mailbox`); a held row whose mailbox is back is queued again.
+    """
+    now = now or timezone.now()
+    stranded = (
+        EmailSendQueue.objects.filter(
+            Q(status=Status.HELD)
+            | Q(status=Status.QUEUED, mailbox__isnull=True)
+            | Q(status=Status.QUEUED, mailbox__status__in=[Mailbox.Status.PAUSED, Mailbox.Status.DISCONNECTED])
+        )
+        .values_list("lead_id", flat=True)
+        .distinct()[:limit]
+    )
+    changed = 0
+    for lead_id in list(stranded):
+        with transaction.atomic():
+            lead = Lead.objects.select_related("client").select_for_update(of=("self",)).get(pk=lead_id)
+            choice = mailbox_for_lead(lead=lead, client=lead.client, now=now)
+            rows = EmailSendQueue.objects.filter(lead=lead, status__in=[Status.QUEUED, Status.HELD])
+            if choice.hold_reason:
+                changed += rows.exclude(status=Status.HELD, status_reason=choice.hold_reason).update(
+                    status=Status.HELD, status_reason=choice.hold_reason, updated_at=now
+                )
+                continue
+            due = scheduled_for(client=lead.client, not_before=now)
+            if due is None:
+                continue
+            for row in rows.filter(status=Status.HELD):
+                changed += EmailSendQueue.objects.filter(pk=row.pk, status=Status.HELD).update(
+                    status=Status.QUEUED,
+                    status_reason="",
+                    mailbox=choice.mailbox,
+                    next_attempt_at=max(due, row.next_attempt_at),
+                    updated_at=now,
+                )
+            rows.filter(status=Status.QUEUED).exclude(mailbox=choice.mailbox).update(mailbox=choice.mailbox)
+    return changed
+
+
+def sweep_queue(*, now: datetime | None = None) -> dict[str, int]:
+    """The periodic safety net: resolve expired leases, re-home stranded rows, restart lost turns."""
+    now = now or timezone.now()
+    resolved = 0
+    for email_id in expired_leases(now=now):
+        if resolve_email(email_id=email_id, now=now) != "not_due":
+            resolved += 1
+    rehomed = rehome_stranded_emails(now=now)
+    started = dispatch_due(now=now)
+    return {"resolved": resolved, "rehomed": rehomed, "turns_started": started}

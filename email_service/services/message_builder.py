@@ -1,0 +1,162 @@
+"""The MIME message of one queued email: headers, threading, unsubscribe, HTML and its text twin.
+
+What every message carries (DESIGN.md decision 3):
+* `Message-ID` of our own making under the sending mailbox's domain, fixed on the row before the
+  first attempt and reused by every retry, so a lookup can tell whether an attempt went out;
+* `X-Oree-Queue-Id`: the row's id, found among sent mail when Gmail replaced our Message-ID;
+* `List-Unsubscribe` (https URL under PUBLIC_BASE_URL) and `List-Unsubscribe-Post` (RFC 8058);
+* `multipart/alternative`: a plain-text part derived from the HTML, then the HTML as tracking
+  prepared it (`services.tracking.prepare_tracked_html`, the tracking issue's seam).
+
+A follow-up whose subject is empty or repeats the first one continues the earlier step's Gmail
+thread: `threadId`, `In-Reply-To` and `References` to the Message-ID Gmail stored for the
+previous step, and `Re: <first subject>`. A different subject starts a new thread.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from html.parser import HTMLParser
+
+from django.utils import timezone
+
+from email_service.gmail_client import QUEUE_ID_HEADER
+from email_service.models import EmailSendQueue, Mailbox
+from email_service.services import tracking
+
+_RE_PREFIX = re.compile(r"^\s*(re|fwd?|aw|sv)\s*:\s*", re.IGNORECASE)
+# Google refuses a message's References header past roughly this many ids; keep the newest.
+_MAX_REFERENCES = 20
+
+
+@dataclass(frozen=True)
+class BuiltMessage:
+    raw: bytes
+    thread_id: str | None
+    subject: str
+    in_reply_to: str
+    references: str
+
+
+def new_message_id(*, email: EmailSendQueue, mailbox: Mailbox) -> str:
+    """A globally unique RFC 5322 Message-ID under the mailbox's domain, tied to the row."""
+    return f"<{email.pk.hex}.{secrets.token_hex(6)}@{mailbox.domain}>"
+
+
+def strip_reply_prefixes(subject: str) -> str:
+    previous = None
+    while previous != subject:
+        previous, subject = subject, _RE_PREFIX.sub("", subject, count=1)
+    return subject.strip()
+
+
+def previous_step(email: EmailSendQueue) -> EmailSendQueue | None:
+    """The latest earlier step of the same lead and campaign that went out, if any."""
+    return (
+        EmailSendQueue.objects.filter(
+            lead_id=email.lead_id,
+            campaign_id=email.campaign_id,
+            sequence_number__lt=email.sequence_number,
+            status=EmailSendQueue.Status.SENT,
+        )
+        .order_by("-sequence_number")
+        .first()
+    )
+
+
+def thread_subject(*, requested: str, previous: EmailSendQueue | None) -> tuple[str, bool]:
+    """The subject to send and whether it continues the previous step's thread."""
+    if previous is None or not previous.gmail_thread_id:
+        return requested.strip() or "(no subject)", False
+    first = strip_reply_prefixes(previous.subject)
+    wanted = strip_reply_prefixes(requested)
+    if not wanted or wanted.casefold() == first.casefold():
+        return f"Re: {first}", True
+    return requested.strip(), False
+
+
+class _TextExtractor(HTMLParser):
+    """HTML → readable plain text: blocks become lines, links keep their address, scripts vanish."""
+
+    _BLOCKS = frozenset({"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "table"})
+    _SKIP = frozenset({"script", "style", "head", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self._skipping = 0
+        self._href: list[str | None] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skipping += 1
+        elif tag in self._BLOCKS:
+            self.out.append("\n")
+        if tag == "li":
+            self.out.append("- ")
+        if tag == "a":
+            self._href.append(dict(attrs).get("href"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self._BLOCKS:
+            self.out.append("\n")
+        if tag == "a" and self._href:
+            href = self._href.pop()
+            if href and href.startswith(("http://", "https://", "mailto:")):
+                self.out.append(f" ({href})")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.out.append(re.sub(r"\s+", " ", data))
+
+
+def html_to_text(body: str) -> str:
+    parser = _TextExtractor()
+    parser.feed(body)
+    parser.close()
+    text = html.unescape("".join(parser.out))
+    lines = [line.strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def build_message(*, email: EmailSendQueue, mailbox: Mailbox, now: datetime | None = None) -> BuiltMessage:
+    """The message as it leaves; `email.message_id` must already be fixed on the row."""
+    assert email.message_id, "the Message-ID is fixed when the row is claimed"
+    previous = previous_step(email)
+    subject, continues = thread_subject(requested=email.subject, previous=previous)
+    in_reply_to = references = ""
+    thread_id: str | None = None
+    if continues and previous is not None:
+        parent = previous.rfc_message_id or previous.message_id
+        chain = [*previous.references.split(), parent]
+        in_reply_to, references = parent, " ".join(chain[-_MAX_REFERENCES:])
+        thread_id = previous.gmail_thread_id
+
+    message = EmailMessage(policy=SMTP)
+    message["From"] = Address(display_name=mailbox.display_name, addr_spec=mailbox.email)
+    message["To"] = email.recipient_email
+    message["Subject"] = subject
+    message["Date"] = format_datetime(now or timezone.now())
+    message["Message-ID"] = email.message_id
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+        message["References"] = references
+    message[QUEUE_ID_HEADER] = str(email.pk)
+    message["List-Unsubscribe"] = f"<{tracking.unsubscribe_url(email)}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    body = tracking.prepare_tracked_html(message=email, html=email.body_html)
+    message.set_content(html_to_text(email.body_html), subtype="plain", charset="utf-8")
+    message.add_alternative(body, subtype="html", charset="utf-8")
+    return BuiltMessage(
+        raw=message.as_bytes(), thread_id=thread_id, subject=subject, in_reply_to=in_reply_to, references=references
+    )

@@ -1,0 +1,91 @@
+"""The MIME message: headers, unsubscribe, text part, and threading of follow-ups."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+
+import pytest
+
+from email_service.services.message_builder import build_message, html_to_text, new_message_id, thread_subject
+from tests.factories import EmailSendQueueFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def built(email, mailbox):
+    email.message_id = new_message_id(email=email, mailbox=mailbox)
+    result = build_message(email=email, mailbox=mailbox)
+    return result, message_from_bytes(result.raw, policy=policy.default)
+
+
+def test_a_first_step_carries_every_header_and_a_text_twin(settings, alice, alice_mailbox):
+    settings.PUBLIC_BASE_URL = "https://app.oree.test"
+    email = EmailSendQueueFactory(
+        client=alice,
+        mailbox=alice_mailbox,
+        subject="Quick question",
+        body_html="<p>Hi Pat,</p><p>See <a href='https://alice.test/x'>our demo</a> &amp; reply.</p>"
+        "<script>bad()</script>",
+    )
+    result, parsed = built(email, alice_mailbox)
+    assert parsed["From"] == '"Sam from Alice" <sam@alice.test>' or parsed["From"] == "Sam from Alice <sam@alice.test>"
+    assert parsed["To"] == email.recipient_email
+    assert parsed["Subject"] == "Quick question"
+    assert parsed["Date"]
+    assert parsed["Message-ID"] == email.message_id and email.message_id.endswith("@alice.test>")
+    assert parsed["X-Oree-Queue-Id"] == str(email.pk)
+    assert parsed["List-Unsubscribe"] == f"<https://app.oree.test/u/{email.unsubscribe_token}>"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed["In-Reply-To"] is None and result.thread_id is None
+    assert parsed.get_content_type() == "multipart/alternative"
+    text = parsed.get_body(("plain",)).get_content()
+    assert "Hi Pat," in text and "our demo (https://alice.test/x) & reply." in text and "bad()" not in text
+    assert "<a href='https://alice.test/x'>" in parsed.get_body(("html",)).get_content()
+
+
+def test_a_display_name_with_accents_and_commas_is_encoded_properly(alice, alice_mailbox):
+    alice_mailbox.display_name = "Zoé, Sales"
+    email = EmailSendQueueFactory(client=alice, mailbox=alice_mailbox)
+    _, parsed = built(email, alice_mailbox)
+    assert parsed["From"].addresses[0].display_name == "Zoé, Sales"
+    assert parsed["From"].addresses[0].addr_spec == "sam@alice.test"
+
+
+def test_a_follow_up_threads_under_the_message_id_gmail_stored(alice, alice_mailbox):
+    first = EmailSendQueueFactory(
+        client=alice,
+        mailbox=alice_mailbox,
+        subject="Quick question",
+        status="sent",
+        gmail_thread_id="thread-1",
+        message_id="<ours@alice.test>",
+        rfc_message_id="<gmails@mail.gmail.com>",
+    )
+    second = EmailSendQueueFactory(client=alice, lead=first.lead, mailbox=alice_mailbox, sequence_number=2, subject="")
+    result, parsed = built(second, alice_mailbox)
+    assert result.thread_id == "thread-1"
+    assert parsed["Subject"] == "Re: Quick question"
+    assert parsed["In-Reply-To"] == "<gmails@mail.gmail.com>"
+    assert parsed["References"] == "<gmails@mail.gmail.com>"
+    second.status, second.gmail_thread_id, second.rfc_message_id = "sent", "thread-1", "<two@mail.gmail.com>"
+    second.subject, second.references = result.subject, result.references
+    second.save()
+    third = EmailSendQueueFactory(
+        client=alice, lead=first.lead, mailbox=alice_mailbox, sequence_number=3, subject="RE: quick question"
+    )
+    result, parsed = built(third, alice_mailbox)
+    assert parsed["Subject"] == "Re: Quick question"
+    assert parsed["References"] == "<gmails@mail.gmail.com> <two@mail.gmail.com>"
+    assert parsed["In-Reply-To"] == "<two@mail.gmail.com>"
+
+
+def test_a_different_subject_starts_a_new_thread():
+    from email_service.models import EmailSendQueue
+
+    previous = EmailSendQueue(subject="Quick question", gmail_thread_id="t")
+    assert thread_subject(requested="Something else", previous=previous) == ("Something else", False)
+    assert thread_subject(requested="", previous=None) == ("(no subject)", False)
+
+
+def test_html_to_text_keeps_lines_and_lists():
+    assert html_to_text("<ul><li>One</li><li>Two</li></ul>Bye<br>Sam") == "- One\n\n- Two\nBye\nSam\n"

@@ -1,0 +1,211 @@
+"""Every row of the outcome table, against the Google sandbox through the real Google client."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from email_service.models import EmailEvent, EmailSendQueue, Mailbox, StepDailyStats
+from email_service.sandbox.models import (
+    FAULT_ACCEPT_THEN_CLOSE,
+    FAULT_BACKEND_ERROR,
+    FAULT_DAILY_LIMIT,
+    FAULT_RATE_LIMIT,
+    FAULT_UNAVAILABLE,
+    OP_SEND,
+)
+from email_service.services import dispatch
+from tests.factories import EmailSendQueueFactory, LeadFactory
+from tests.sending.gmail import connect_mailbox, make_test_sandbox, point_settings_at
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sandbox(settings):
+    with make_test_sandbox() as running:
+        point_settings_at(settings, running)
+        yield running
+
+
+@pytest.fixture
+def mailbox(sandbox, alice):
+    return connect_mailbox(sandbox, client=alice, email="sam@alice.test", display_name="Sam from Alice")
+
+
+def queue(mailbox, **fields):
+    return EmailSendQueueFactory(client=mailbox.client, mailbox=mailbox, **fields)
+
+
+def turn(mailbox, now=None):
+    """Claim the mailbox's next due row and send it, as a worker's turn does; the outcome's name."""
+    result = dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="test-worker", now=now or timezone.now())
+    assert result.claim is not None, result.skipped
+    return dispatch.send_claimed_email(claim=result.claim)
+
+
+def fresh(row):
+    row.refresh_from_db()
+    return row
+
+
+def test_accepted_the_row_is_sent_with_gmail_ids_an_event_and_rollups(sandbox, mailbox):
+    email = queue(mailbox, subject="Quick question")
+    assert turn(mailbox) == "sent"
+    email = fresh(email)
+    [received] = sandbox.sent_messages("sam@alice.test")
+    assert email.status == "sent" and email.sent_at is not None
+    assert (email.gmail_message_id, email.gmail_thread_id) == (received.gmail_id, received.thread_id)
+    assert email.rfc_message_id == received.message_id == email.message_id
+    assert received.header("X-Oree-Queue-Id") == str(email.pk)
+    assert received.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    assert received.header("To") == email.recipient_email
+    assert EmailEvent.objects.filter(message=email, event_type="sent").count() == 1
+    assert StepDailyStats.objects.get(client=mailbox.client).sent == 1
+    assert fresh(mailbox).sent_today == 1
+
+
+def test_a_follow_up_lands_in_the_same_gmail_thread_under_the_id_gmail_stored(sandbox, mailbox):
+    sandbox.set_replace_message_ids("sam@alice.test", True)
+    lead = LeadFactory(client=mailbox.client)
+    first = queue(mailbox, lead=lead, subject="Quick question")
+    second = queue(mailbox, lead=lead, sequence_number=2, subject="")
+    assert turn(mailbox) == "sent"
+    assert turn(mailbox, timezone.now() + timedelta(seconds=1)) == "sent"
+    one, two = sandbox.sent_messages("sam@alice.test")
+    first, second = fresh(first), fresh(second)
+    assert first.rfc_message_id == one.message_id != first.message_id  # Gmail replaced ours
+    assert two.thread_id == one.thread_id == second.gmail_thread_id
+    assert two.header("In-Reply-To") == one.message_id
+    assert two.header("References") == one.message_id
+    assert two.header("Subject") == "Re: Quick question"
+
+
+def test_rate_limited_the_row_waits_for_the_retry_time_and_the_mailbox_cools_down(sandbox, mailbox):
+    retry_at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+    sandbox.add_fault(OP_SEND, FAULT_RATE_LIMIT, retry_at=retry_at.isoformat().replace("+00:00", "Z"))
+    email = queue(mailbox)
+    assert turn(mailbox) == "rate_limited"
+    email, mailbox = fresh(email), fresh(mailbox)
+    assert (email.status, email.status_reason, email.attempts) == ("queued", "rate_limited", 0)
+    assert email.next_attempt_at == retry_at and mailbox.cooldown_until == retry_at
+    assert mailbox.sent_today == 0
+    assert dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="w", now=retry_at).claim is not None
+    assert sandbox.sent_messages("sam@alice.test") == []
+
+
+def test_daily_limit_the_mailbox_is_limited_until_its_next_local_day_and_its_rows_wait(sandbox, mailbox):
+    mailbox.client.timezone = "Europe/Paris"
+    mailbox.client.save()
+    sandbox.add_fault(OP_SEND, FAULT_DAILY_LIMIT)
+    email, other = queue(mailbox), queue(mailbox)
+    assert turn(mailbox) == "mailbox_daily_limit"
+    mailbox, email = fresh(mailbox), fresh(email)
+    assert mailbox.status == "limited"
+    local_midnight = mailbox.cooldown_until.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris"))
+    assert (local_midnight.hour, local_midnight.minute) == (0, 0)
+    assert (email.status, email.status_reason, email.next_attempt_at) == (
+        "queued",
+        "mailbox_daily_limit",
+        mailbox.cooldown_until,
+    )
+    soon = timezone.now() + timedelta(seconds=5)
+    assert dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="w", now=soon).skipped == "paced"
+    assert fresh(other).status == "queued"
+    assert dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="w", now=mailbox.cooldown_until).claim
+
+
+def test_authorisation_revoked_disconnects_the_mailbox_and_holds_its_rows(sandbox, mailbox):
+    email, other = queue(mailbox), queue(mailbox)
+    sandbox.revoke_grants("sam@alice.test")
+    assert turn(mailbox) == "mailbox_disconnected"
+    mailbox = fresh(mailbox)
+    assert mailbox.status == "disconnected" and "revoked" in mailbox.status_reason.lower()
+    for row in (fresh(email), fresh(other)):
+        assert (row.status, row.status_reason) == ("held", "mailbox_disconnected")
+    assert not EmailSendQueue.objects.filter(status="failed").exists()
+
+
+def test_an_invalid_message_fails_with_googles_reason(sandbox, mailbox):
+    email = queue(mailbox)
+    EmailSendQueue.objects.filter(pk=email.pk).update(recipient_email="")
+    assert turn(mailbox) == "failed"
+    email = fresh(email)
+    assert (email.status, email.status_reason) == ("failed", "rejected_by_gmail")
+    assert "Recipient address required" in email.last_error
+    assert EmailEvent.objects.filter(message=email, event_type="failed").count() == 1
+    assert fresh(mailbox).sent_today == 0
+
+
+def test_a_5xx_is_an_unknown_outcome_resolved_by_asking_the_mailbox_before_any_resend(sandbox, mailbox):
+    sandbox.add_fault(OP_SEND, FAULT_BACKEND_ERROR)
+    email = queue(mailbox)
+    assert turn(mailbox) == "outcome_unknown"
+    email = fresh(email)
+    assert (email.status, email.status_reason) == ("sending", "outcome_unknown")
+    assert dispatch.resolve_email(email_id=email.pk) == "not_due"  # Gmail gets time to index first
+    assert dispatch.resolve_email(email_id=email.pk, now=email.lease_expires_at) == "requeued"
+    email = fresh(email)
+    assert (email.status, email.attempts) == ("queued", 1)
+    assert turn(mailbox, email.next_attempt_at) == "sent"
+    assert len(sandbox.sent_messages("sam@alice.test")) == 1
+    assert fresh(email).message_id == email.message_id  # the same Message-ID on the resend
+
+
+def test_a_dropped_connection_after_gmail_accepted_is_found_and_not_resent(sandbox, mailbox):
+    sandbox.add_fault(OP_SEND, FAULT_ACCEPT_THEN_CLOSE)
+    email = queue(mailbox)
+    assert turn(mailbox) == "outcome_unknown"
+    assert dispatch.resolve_email(email_id=email.pk, now=fresh(email).lease_expires_at) == "sent"
+    email = fresh(email)
+    [received] = sandbox.sent_messages("sam@alice.test")
+    assert (email.status, email.gmail_message_id) == ("sent", received.gmail_id)
+    assert EmailEvent.objects.filter(message=email, event_type="sent").count() == 1
+
+
+def test_a_message_whose_id_gmail_replaced_is_found_by_its_queue_id_header(sandbox, mailbox):
+    sandbox.set_replace_message_ids("sam@alice.test", True)
+    sandbox.add_fault(OP_SEND, FAULT_ACCEPT_THEN_CLOSE)
+    email = queue(mailbox)
+    assert turn(mailbox) == "outcome_unknown"
+    assert dispatch.resolve_email(email_id=email.pk, now=fresh(email).lease_expires_at) == "sent"
+    assert len(sandbox.sent_messages("sam@alice.test")) == 1
+
+
+def test_an_expired_lease_of_a_crashed_worker_is_checked_in_the_mailbox(sandbox, mailbox):
+    from email_service.services.gmail_clients import gmail_for
+    from email_service.services.message_builder import build_message
+
+    email = queue(mailbox)
+    claimed = dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="doomed", now=timezone.now()).claim
+    gmail_for(mailbox).send_raw(build_message(email=claimed.email, mailbox=mailbox).raw)  # then the worker "dies"
+    later = fresh(email).lease_expires_at + timedelta(seconds=1)
+    assert dispatch.sweep_queue(now=later)["resolved"] == 1
+    assert fresh(email).status == "sent"
+    assert len(sandbox.sent_messages("sam@alice.test")) == 1
+
+
+def test_repeated_transient_failures_back_off_then_fail_after_the_documented_attempts(sandbox, mailbox):
+    sandbox.add_fault(OP_SEND, FAULT_UNAVAILABLE, count=None)
+    email = queue(mailbox)
+    now, delays = timezone.now(), []
+    for attempt in range(1, dispatch.MAX_SEND_ATTEMPTS + 1):
+        outcome = turn(mailbox, now)
+        email = fresh(email)
+        if attempt < dispatch.MAX_SEND_ATTEMPTS:
+            assert (outcome, email.status, email.attempts) == ("retrying", "queued", attempt)
+            delays.append((email.next_attempt_at - timezone.now()).total_seconds())
+            now = email.next_attempt_at
+    assert (outcome, email.status, email.status_reason) == ("failed", "failed", "too_many_attempts")
+    assert all(later > 1.5 * earlier for earlier, later in itertools.pairwise(delays))
+    assert EmailEvent.objects.filter(message=email, event_type="failed").count() == 1
+    assert sandbox.sent_messages("sam@alice.test") == []
+
+
+def test_a_paused_mailbox_is_not_sent_from(sandbox, mailbox):
+    queue(mailbox)
+    Mailbox.objects.filter(pk=mailbox.pk).update(status="paused")
+    assert dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="w").skipped == "mailbox_not_sending"
