@@ -40,7 +40,12 @@ def test_a_first_step_carries_every_header_and_a_text_twin(settings, alice, alic
     assert parsed.get_content_type() == "multipart/alternative"
     text = parsed.get_body(("plain",)).get_content()
     assert "Hi Pat," in text and "our demo (https://alice.test/x) & reply." in text and "bad()" not in text
-    assert "<a href='https://alice.test/x'>" in parsed.get_body(("html",)).get_content()
+    # The HTML part goes through the tracking seam: the link now points at our click URL
+    # (quoting kept), and the stored destination is the byte-exact original.
+    html = parsed.get_body(("html",)).get_content()
+    link = email.links.get()
+    assert link.url == "https://alice.test/x"
+    assert f"<a href='https://app.oree.test/api/track/click/{link.token}'>" in html
 
 
 def test_a_display_name_with_accents_and_commas_is_encoded_properly(alice, alice_mailbox):
