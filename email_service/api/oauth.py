@@ -112,6 +112,10 @@ class OAuthCallbackView(APIView):
             (400, "text/html"): OpenApiTypes.STR,
             (409, "application/json"): ErrorSerializer,
             (409, "text/html"): OpenApiTypes.STR,
+            (503, "application/json"): OpenApiResponse(
+                ErrorSerializer, description="`google_unavailable`: Google's token endpoint could not be reached."
+            ),
+            (503, "text/html"): OpenApiTypes.STR,
         },
     )
     def get(self, request: Request) -> HttpResponseBase:

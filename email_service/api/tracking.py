@@ -214,7 +214,16 @@ class ReplyView(APIView):
     @extend_schema(
         operation_id="track_reply",
         request=ReplyReportSerializer,
-        responses={201: ReplyResultSerializer, 200: ReplyResultSerializer},
+        responses={
+            201: ReplyResultSerializer,
+            200: ReplyResultSerializer,
+            404: OpenApiResponse(
+                inline_serializer(
+                    "ReplyNotMatched", {"detail": serializers.CharField(), "code": serializers.CharField()}
+                ),
+                description="No message or lead of ours matches the report.",
+            ),
+        },
     )
     def post(self, request: Request) -> Response:
         payload = ReplyReportSerializer(data=request.data)
