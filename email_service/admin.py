@@ -64,7 +64,7 @@ class ClientAdmin(admin.ModelAdmin[Client]):
     list_display = ["name", "email", "is_active", "timezone", "mailbox_daily_limit", "created_at"]
     list_filter = ["is_active", "open_tracking", "click_tracking"]
     search_fields = ["name", "email", "id"]
-    readonly_fields = ["id", "password", "tokens_valid_after", "last_login_at", "created_at", "updated_at"]
+    readonly_fields = ["id", "password", "last_login_at", "created_at", "updated_at"]
     ordering = ["name"]
 
 

@@ -48,7 +48,6 @@ class Client(models.Model):
     click_tracking = models.BooleanField(default=True)
     pause_on_auto_reply = models.BooleanField(default=False)
     # Tokens issued before this instant are refused (a password change moves it).
-    tokens_valid_after = models.DateTimeField(null=True, blank=True)
     last_login_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
+import time
 import uuid
 import zoneinfo
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from django.utils import timezone
 
 from email_service.exceptions import AuthenticationError, Conflict, InvalidInput, Throttled
 from email_service.models import Campaign, Client, ClientSession
+
+logger = logging.getLogger(__name__)
 
 JWT_AUDIENCE = "oreestats-dashboard"
 JWT_ISSUER = "oreestats"
@@ -189,6 +194,82 @@ def _dummy_password_hash() -> str:
 _DUMMY_HASHES: dict[str, str] = {}
 
 
+class _LocalFailureCounts:
+    """The throttle's fallback while the shared cache (Redis) is unreachable: counts in this process.
+
+    Why not refuse logins (503) instead: a Redis outage would then lock every client out of the
+    dashboard. Why not let everything through: an outage would lift the throttle. Counting per
+    process keeps guessing bounded (the limit times the number of web processes, per window) for
+    as long as the outage lasts, and the keys carry their window so nothing outlives it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[int, float]] = {}
+
+    def get_many(self, keys: list[str]) -> dict[str, int]:
+        now = time.monotonic()
+        with self._lock:
+            return {
+                key: count
+                for key in keys
+                if (entry := self._counts.get(key))
+                for count, until in [entry]
+                if until > now
+            }
+
+    def incr(self, key: str, timeout: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._counts) > 10_000:  # bounded: drop what has expired
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+            count, until = self._counts.get(key, (0, now + timeout))
+            self._counts[key] = (count + 1 if until > now else 1, until if until > now else now + timeout)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._counts.pop(key, None)
+
+
+_LOCAL_FAILURES = _LocalFailureCounts()
+
+
+def _cache_unreachable(exc: Exception) -> None:
+    # The exception's text names the host, never a secret; the traceback is not worth a page per login.
+    logger.warning("Login throttle: the shared cache is unreachable (%s); counting in this process", type(exc).__name__)
+
+
+def _failure_counts(keys: list[str]) -> dict[str, int]:
+    try:
+        counts: dict[str, int] = cache.get_many(keys)
+    except Exception as exc:  # noqa: BLE001 - any cache backend error (redis, OSError) means "unreachable"
+        _cache_unreachable(exc)
+        return _LOCAL_FAILURES.get_many(keys)
+    local = _LOCAL_FAILURES.get_many(keys)  # failures counted during an outage still count
+    return {key: counts.get(key, 0) + local.get(key, 0) for key in keys}
+
+
+def _count_failure(key: str, timeout: int) -> None:
+    try:
+        # add() then incr(): atomic in Redis; the key expires with its window.
+        cache.add(key, 0, timeout=timeout)
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr: count afresh
+            cache.set(key, 1, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - see _failure_counts
+        _cache_unreachable(exc)
+        _LOCAL_FAILURES.incr(key, timeout)
+
+
+def _forget_failures(key: str) -> None:
+    _LOCAL_FAILURES.delete(key)
+    try:
+        cache.delete(key)
+    except Exception as exc:  # noqa: BLE001 - see _failure_counts
+        _cache_unreachable(exc)
+
+
 def login(
     *, email: str, password: str, ip: str | None = None, user_agent: str = "", now: datetime | None = None
 ) -> LoginResult:
@@ -202,7 +283,7 @@ def login(
     email = normalize_email(email)
     window, retry_after = _login_window(now)
     keys = _throttle_keys(email=email, ip=ip, window=window)
-    counts = cache.get_many([key for key, _ in keys])
+    counts = _failure_counts([key for key, _ in keys])
     if any(counts.get(key, 0) >= limit for key, limit in keys):
         raise Throttled(
             "Too many failed login attempts; try again later.", retry_after=retry_after, code="login_throttled"
@@ -215,12 +296,7 @@ def login(
         ok = client.check_password(password) and client.is_active
     if not ok:
         for key, _ in keys:
-            # add() then incr(): atomic in Redis; the key expires with its window.
-            cache.add(key, 0, timeout=retry_after + 1)
-            try:
-                cache.incr(key)
-            except ValueError:  # expired between add and incr: count afresh
-                cache.set(key, 1, timeout=retry_after + 1)
+            _count_failure(key, retry_after + 1)
         raise AuthenticationError("Invalid email or password.", code="invalid_credentials")
     assert client is not None
     with transaction.atomic():
@@ -232,7 +308,7 @@ def login(
             raise AuthenticationError("Invalid email or password.", code="invalid_credentials")
         Client.objects.filter(pk=client.pk).update(last_login_at=now)
         issued = issue_access_token(client=locked, ip=ip, user_agent=user_agent, now=now)
-    cache.delete(keys[0][0])
+    _forget_failures(keys[0][0])
     return LoginResult(issued=issued, client=locked)
 
 
@@ -254,9 +330,8 @@ def change_password(*, client: Client, session: ClientSession, current_password:
     check_password_strength(new_password, email=locked.email, name=locked.name, field="new_password")
     now = timezone.now()
     locked.set_password(new_password)
-    locked.tokens_valid_after = now
-    locked.save(update_fields=["password", "tokens_valid_after", "updated_at"])
-    client.password, client.tokens_valid_after = locked.password, now
+    locked.save(update_fields=["password", "updated_at"])
+    client.password = locked.password
     return (
         ClientSession.objects.filter(client=client, revoked_at__isnull=True)
         .exclude(pk=session.pk)
