@@ -55,3 +55,13 @@ app.conf.beat_schedule = {
     # Clients' midnights fall on quarter hours in UTC; the pacing statement needs no reset to be right.
     "reset-daily-counts": {"task": "email_service.reset_daily_counts", "schedule": 900.0},
 }
+
+
+@signals.setup_logging.connect
+def _django_logging(**_: object) -> None:
+    """Workers and beat log through Django's LOGGING (its secret-redacting filter included), not Celery's own."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
