@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('email_service', '0002_dashboard_reply_feed_index'),
+        ('email_service', '0003_tracking_feed_human_only'),
     ]
 
     operations = [
