@@ -166,6 +166,7 @@ def test_a_full_run_at_debug_logs_no_secret_or_token(captured_logs, google_setti
 
     logs = captured_logs.getvalue()
     assert "marker-0xC0FFEE" in logs and "simulated failure" in logs
-    assert len(logs.splitlines()) > 50, "the run logged too little for the search to mean anything"
+    # The libraries that print credentials at DEBUG did log: the search means something.
+    assert "requests_oauthlib" in logs and len(logs.splitlines()) > 30, logs
     leaked = {name: value for name, value in secrets_in_play.items() if value and value in logs}
     assert not leaked, f"secrets in the logs: {sorted(leaked)}"
