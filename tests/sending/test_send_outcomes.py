@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from email_service.models import EmailEvent, EmailSendQueue, Mailbox, StepDailyStats
@@ -200,7 +200,12 @@ def test_repeated_transient_failures_back_off_then_fail_after_the_documented_att
             delays.append((email.next_attempt_at - timezone.now()).total_seconds())
             now = email.next_attempt_at
     assert (outcome, email.status, email.status_reason) == ("failed", "failed", "too_many_attempts")
-    assert all(later > 1.5 * earlier for earlier, later in itertools.pairwise(delays))
+    # Exponential with ±20% jitter: attempt n waits base·2^(n-1), give or take a fifth
+    # (measured from "now", so a test-run's few seconds may be missing from the low side).
+    base = settings.SEND_RETRY_BASE_SECONDS
+    for attempt, delay in enumerate(delays, start=1):
+        expected = min(base * 2 ** (attempt - 1), dispatch.BACKOFF_MAX_SECONDS)
+        assert 0.8 * expected - 5 <= delay <= 1.2 * expected, (attempt, delay, expected)
     assert EmailEvent.objects.filter(message=email, event_type="failed").count() == 1
     assert sandbox.sent_messages("sam@alice.test") == []
 
