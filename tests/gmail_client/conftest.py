@@ -15,14 +15,7 @@ from email_service.sandbox.testing import (
     TEST_CLIENT_SECRET,
     TEST_REDIRECT_URI,
     TEST_SCOPES,
-    make_test_sandbox,
 )
-
-
-@pytest.fixture
-def google_sandbox() -> Iterator[GoogleSandbox]:
-    with make_test_sandbox() as sandbox:
-        yield sandbox
 
 
 @pytest.fixture
