@@ -16,6 +16,9 @@ How the queue drains (DESIGN.md decisions 1-4):
   worker that died holding a lease) is never simply retried: the row stays `sending` with reason
   `outcome_unknown` until `resolve_email` asks the mailbox for its Message-ID, then for its
   `X-Oree-Queue-Id` among recent sent mail to that recipient, and re-queues only if neither exists.
+* A follow-up whose earlier Gmail thread no longer exists (404 on `threadId`) goes out at once as
+  a new thread in the sender's mailbox (still In-Reply-To the earlier email), reason THREAD_MISSING.
+* A mailbox at its daily cap takes no turn until the cap lifts (its next local midnight).
 * Transient failures back off exponentially (1, 2, 4, 8 minutes); the MAX_SEND_ATTEMPTS-th
   failure marks the row `failed` with the last error. Every row ends in a visible state and reason.
 
