@@ -356,7 +356,7 @@ class EmailEvent(models.Model):
             # The dashboard's replies feed: a client's inbound events, newest first, one page at a time.
             models.Index(
                 fields=["client", "-occurred_at", "-id"],
-                condition=Q(event_type__in=["reply", "auto_reply", "bounce"]),
+                condition=Q(event_type__in=["reply", "auto_reply", "bounce"], is_machine=False),
                 name="event_client_inbound_time",
             ),
         ]

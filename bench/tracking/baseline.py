@@ -7,7 +7,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from email_service.api.tracking import NO_STORE, pixel_response
-from email_service.services.tracking import find_link
+from email_service.services.tracking import cached_destination
 
 DESTINATION = "https://example.com/pricing?plan=pro#annual"
 
@@ -32,9 +32,13 @@ class BaselineMiddleware:
         if path.startswith("/bench/baseline/click/"):
             return baseline_click()
         if path.startswith("/bench/baseline/lookup-click/"):
-            # The same bytes as the real click: the destination read from the database, nothing recorded.
-            link = find_link(path.rsplit("/", 1)[1])
-            return HttpResponseRedirect(link.url) if link else baseline_click()
+            # The same bytes as the real click, its destination found the same way (the Redis link
+            # cache, the database on a miss), nothing recorded.
+            url = cached_destination(path.rsplit("/", 1)[1])
+            response = HttpResponseRedirect(url or DESTINATION)
+            response["Cache-Control"] = NO_STORE
+            response["Referrer-Policy"] = "no-referrer"
+            return response
         return self.get_response(request)
 
 

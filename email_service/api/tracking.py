@@ -69,7 +69,7 @@ def serve_open(request: HttpRequest, pixel_file: str) -> HttpResponse:
     try:
         if tracking.TOKEN_RE.match(token):
             facts = tracking.hit_facts(method=method, meta=request.META)
-            if not tracking.buffer_hit(kind="o", token=token, facts=facts):
+            if not tracking.buffer_open(token=token, facts=facts):
                 tracking.record_open_now(token=token, facts=facts)
     except Exception:
         logger.exception("Could not record an open")
@@ -85,23 +85,22 @@ def serve_click(request: HttpRequest, token: str) -> HttpResponse:
     method = (request.method or "GET").upper()
     if method not in ("GET", "HEAD"):
         return _method_not_allowed()
+    facts = tracking.hit_facts(method=method, meta=request.META)
     try:
-        link = tracking.find_link(token)
+        outcome = tracking.track_click(token=token, facts=facts)
     except DatabaseError:
         logger.exception("Could not look up a tracked link")
         return JsonResponse({"detail": "Try again shortly.", "code": "unavailable"}, status=503)
+    url = outcome.url
     # Defence in depth: only http(s) destinations were ever stored.
-    if link is None or not link.url.lower().startswith(("http://", "https://")):
+    if url is None or not url.lower().startswith(("http://", "https://")):
         return _not_found()
-    try:
-        facts = tracking.hit_facts(method=method, meta=request.META)
-        if not tracking.buffer_hit(
-            kind="c", token=link.token, facts=facts, message_id=str(link.message_id), link_token=link.token
-        ):
-            tracking.record_click_now(link=link, facts=facts)
-    except Exception:
-        logger.exception("Could not record a click")
-    response = HttpResponseRedirect(iri_to_uri(link.url))
+    if not outcome.buffered and outcome.link is not None:
+        try:
+            tracking.record_click_now(link=outcome.link, facts=facts)
+        except Exception:
+            logger.exception("Could not record a click")
+    response = HttpResponseRedirect(iri_to_uri(url))
     response["Cache-Control"] = NO_STORE
     # The click URL carries our token: do not pass it on to the destination as a Referer.
     response["Referrer-Policy"] = "no-referrer"
@@ -192,6 +191,17 @@ class ReplyReportSerializer(serializers.Serializer[dict[str, Any]]):
     body = serializers.CharField(required=False, allow_blank=True, max_length=200_000, trim_whitespace=False)
     snippet = serializers.CharField(required=False, allow_blank=True, max_length=2000)
     received_at = serializers.DateTimeField(required=False)
+    headers = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, max_length=2000, trim_whitespace=False),
+        required=False,
+        help_text="The reply's headers (e.g. Auto-Submitted, X-Autoreply, Precedence), used to tell a "
+        "person's reply from an auto-reply or a bounce.",
+    )
+
+    def validate_headers(self, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 100:
+            raise serializers.ValidationError("At most 100 headers.")
+        return value
 
 
 class ReplyResultSerializer(serializers.Serializer[dict[str, Any]]):

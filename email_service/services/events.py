@@ -25,7 +25,7 @@ fixes it. Keeping the hot path free of an extra client read is worth that.
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -343,3 +343,155 @@ def rebuild_rollups(*, client: Client) -> None:
         ClientDailyActivity.objects.bulk_create(
             ClientDailyActivity(client=client, date=day, **counts) for day, counts in expected.activity.items()
         )
+
+
+# --- Recording many events at once (the tracking drain) -------------------------------------------
+
+
+@dataclass
+class NewEvent:
+    """One event to record in a batch: what `record_event` takes, for a message already locked."""
+
+    message: EmailSendQueue
+    event_type: str
+    occurred_at: datetime
+    is_machine: bool = False
+    machine_reason: str = ""
+    dedupe_key: str | None = None
+    fields: dict[str, Any] | None = None
+
+
+def lock_messages(*, ids: Iterable[Any]) -> dict[Any, EmailSendQueue]:
+    """Lock the messages (in primary-key order, so concurrent batches never deadlock) with their client.
+
+    Call inside a transaction. While a batch holds a message's row, every other recorder of that
+    message (another drain, `record_event`'s conditional updates) waits, so the batch's reading of
+    its `first_*_at` columns stays true until it commits.
+    """
+    rows = (
+        EmailSendQueue.objects.filter(pk__in=set(ids))
+        .select_related("client")
+        .select_for_update(of=("self",))
+        .order_by("pk")
+    )
+    return {message.pk: message for message in rows}
+
+
+_BATCH_FIRST_FIELDS = ("first_opened_at", "first_clicked_at", "machine_opened_at", "machine_clicked_at")
+
+
+def record_events_batch(
+    *,
+    events: Sequence[NewEvent],
+    follow_up: Callable[[NewEvent], NewEvent | None] | None = None,
+) -> list[EmailEvent]:
+    """Record opens and clicks of locked messages with the same rules as `record_event`, in a few statements.
+
+    Events whose `dedupe_key` was recorded before are skipped. `follow_up` is asked after each event
+    that is recorded and may return one more to record right after it (a person's click implying an
+    open), seeing the message's facts as updated by the events before it. The statements: one
+    SELECT for known dedupe keys, one multi-row INSERT of the events, one UPDATE of the messages
+    from a VALUES list, one upsert per rollup row touched (in key order). Must run in a transaction
+    holding the messages' locks (`lock_messages`).
+    """
+    keys = [event.dedupe_key for event in events if event.dedupe_key]
+    seen = set(EmailEvent.objects.filter(dedupe_key__in=keys).values_list("dedupe_key", flat=True)) if keys else set()
+    rows: list[EmailEvent] = []
+    counters: dict[Any, dict[str, int]] = {}
+    firsts: dict[Any, dict[str, datetime]] = {}
+    steps: dict[tuple[Any, Any, int, date], dict[str, int]] = {}
+    activity: dict[tuple[Any, date], dict[str, int]] = {}
+
+    def apply(event: NewEvent) -> None:
+        if event.dedupe_key is not None:
+            if event.dedupe_key in seen:
+                return
+            seen.add(event.dedupe_key)
+        message = event.message
+        rule = rule_for(event.event_type, is_machine=event.is_machine)
+        if rule.first_field is not None and rule.first_field not in _BATCH_FIRST_FIELDS:
+            raise ValueError(f"{event.event_type} events are recorded one by one (record_event)")
+        rows.append(
+            EmailEvent(
+                **event_fields_from_message(message),
+                event_type=event.event_type,
+                occurred_at=event.occurred_at,
+                is_machine=event.is_machine,
+                machine_reason=event.machine_reason,
+                dedupe_key=event.dedupe_key,
+                **(event.fields or {}),
+            )
+        )
+        counter = _COUNTER_FIELDS.get(event.event_type)
+        if counter and not event.is_machine:
+            per_message = counters.setdefault(message.pk, {})
+            per_message[counter] = per_message.get(counter, 0) + 1
+        if rule.first_field:
+            if getattr(message, rule.first_field) is not None:
+                return
+            setattr(message, rule.first_field, event.occurred_at)
+            firsts.setdefault(message.pk, {})[rule.first_field] = event.occurred_at
+        tz_name = message.client.timezone
+        if rule.step_column:
+            key = (
+                message.client_id,
+                message.campaign_id,
+                message.sequence_number,
+                client_local_date(message.sent_at or event.occurred_at, tz_name),
+            )
+            row = steps.setdefault(key, {})
+            row[rule.step_column] = row.get(rule.step_column, 0) + 1
+        if rule.activity_column:
+            day_key = (message.client_id, client_local_date(event.occurred_at, tz_name))
+            day = activity.setdefault(day_key, {})
+            day[rule.activity_column] = day.get(rule.activity_column, 0) + 1
+        if follow_up is not None:
+            extra = follow_up(event)
+            if extra is not None:
+                apply(extra)
+
+    for event in events:
+        apply(event)
+    if not rows:
+        return []
+    # One INSERT, in the order the rules were applied: ids follow that order, as expected_rollups replays.
+    created = EmailEvent.objects.bulk_create(rows)
+    _update_messages(counters=counters, firsts=firsts)
+    for (client_id, campaign_id, sequence_number, day), counts in sorted(steps.items(), key=lambda kv: str(kv[0])):
+        bump_counters(
+            StepDailyStats,
+            keys={"client_id": client_id, "campaign_id": campaign_id, "sequence_number": sequence_number, "date": day},
+            counts=counts,
+        )
+    for (client_id, day), counts in sorted(activity.items(), key=lambda kv: str(kv[0])):
+        bump_counters(ClientDailyActivity, keys={"client_id": client_id, "date": day}, counts=counts)
+    return created
+
+
+def _update_messages(*, counters: dict[Any, dict[str, int]], firsts: dict[Any, dict[str, datetime]]) -> None:
+    """One UPDATE … FROM (VALUES …) adding the counters and setting the won `first_*_at` of each message."""
+    ids = sorted(set(counters) | set(firsts), key=str)
+    if not ids:
+        return
+    meta = EmailSendQueue._meta
+    qn = connection.ops.quote_name
+    table = qn(meta.db_table)
+    counter_columns = sorted(set(_COUNTER_FIELDS.values()))
+    values: list[Any] = []
+    tuples = []
+    for pk in ids:
+        tuples.append("(" + ", ".join(["%s"] * (1 + len(counter_columns) + len(_BATCH_FIRST_FIELDS))) + ")")
+        values.append(pk)
+        values.extend(counters.get(pk, {}).get(column, 0) for column in counter_columns)
+        values.extend(firsts.get(pk, {}).get(column) for column in _BATCH_FIRST_FIELDS)
+    names = ["pk", *counter_columns, *_BATCH_FIRST_FIELDS]
+    assignments = [f"{qn(c)} = m.{qn(c)} + v.{qn(c)}::integer" for c in counter_columns] + [
+        f"{qn(c)} = COALESCE(m.{qn(c)}, v.{qn(c)}::timestamptz)" for c in _BATCH_FIRST_FIELDS
+    ]
+    sql = (
+        f"UPDATE {table} AS m SET {', '.join(assignments)} "  # noqa: S608 - identifiers from model metadata, values as parameters
+        f"FROM (VALUES {', '.join(tuples)}) AS v({', '.join(qn(n) for n in names)}) "
+        f"WHERE m.{qn(meta.pk.column)} = v.{qn('pk')}::uuid"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)

@@ -170,6 +170,26 @@ def classify(message: Message) -> Classification:
     return Classification(REPLY)
 
 
+# The report's body is plain text: a caller's MIME structure headers would describe parts that are not there.
+_REPORT_IGNORED_HEADERS = frozenset({"content-type", "content-transfer-encoding", "mime-version"})
+
+
+def reported_message(*, from_email: str, subject: str, body: str, headers: dict[str, str]) -> Message:
+    """An RFC 822 message rebuilt from a webhook's fields, for `classify` (header values on one line)."""
+    message = Message()
+    for name, value in headers.items():
+        clean_name = re.sub(r"[^!-9;-~]", "", str(name))[:76]
+        if clean_name and clean_name.lower() not in _REPORT_IGNORED_HEADERS | {"from", "subject"}:
+            message[clean_name] = " ".join(str(value).split())[:998]
+    if from_email:
+        message["From"] = from_email
+    if subject:
+        message["Subject"] = " ".join(subject.split())
+    message["Content-Type"] = "text/plain; charset=utf-8"
+    message.set_payload(body)
+    return message
+
+
 def _message_ids(value: str) -> list[str]:
     return re.findall(r"<[^<>\s]+>", value)
 
@@ -351,8 +371,14 @@ def report_reply(
     body: str = "",
     snippet: str = "",
     received_at: datetime | None = None,
+    headers: dict[str, str] | None = None,
 ) -> InboundResult:
-    """A reply reported by n8n: matched by thread, then our Message-ID, then lead; idempotent."""
+    """A reply reported by n8n: matched by thread, then our Message-ID, then lead; idempotent.
+
+    Classified like the poller's mail (`classify`) from what the report gives: sender, subject,
+    body and any headers (`Auto-Submitted`, `X-Autoreply`, `Precedence`…), so an out-of-office
+    answer is an auto-reply and a mailer-daemon notice a bounce; a plain answer stays a reply.
+    """
     if not (gmail_thread_id or in_reply_to or lead_id):
         raise InvalidInput("Give gmail_thread_id, in_reply_to, or lead_id with client_id.", code="reply_target_missing")
     if lead_id and not client_id:
@@ -372,9 +398,12 @@ def report_reply(
             [from_email.strip().lower(), subject, received_at.isoformat() if received_at else "", text[:2000]]
         )
         dedupe_key = f"reply-webhook:{message.pk}:{hashlib.sha256(fingerprint.encode()).hexdigest()[:40]}"
+    classification = classify(
+        reported_message(from_email=from_email, subject=subject, body=body or snippet, headers=headers or {})
+    )
     return record_inbound(
         message=message,
-        classification=Classification(REPLY),
+        classification=classification,
         dedupe_key=dedupe_key,
         received_at=received_at,
         from_email=from_email,
@@ -520,9 +549,44 @@ def mailboxes_to_poll() -> list[uuid.UUID]:
     )
 
 
+POLL_ERROR_PREFIX = "Reply polling: "
+
+
 def poll_mailbox_by_id(*, mailbox_id: uuid.UUID) -> PollResult | None:
-    """The task's entry point: None when the mailbox is gone or disconnected (a finished job)."""
+    """The task's entry point: None when the mailbox is gone, disconnected, or its poll failed (and says why).
+
+    Google refusing the grant disconnects the mailbox through `mailbox_authorization_revoked`
+    (its emails held, the reason stored); any other Gmail error is written to the mailbox's
+    `last_error` for the dashboard, and cleared by the next poll that succeeds.
+    """
+    from email_service.gmail_client import AuthorizationRevoked, GmailError
+    from email_service.services.mailbox_credentials import TokenDecryptionError
+    from email_service.services.mailboxes import disconnect_mailbox, mailbox_authorization_revoked
+
     mailbox = Mailbox.objects.filter(pk=mailbox_id).exclude(status=Mailbox.Status.DISCONNECTED).first()
     if mailbox is None:
         return None
-    return poll_mailbox(mailbox=mailbox)
+    try:
+        result = poll_mailbox(mailbox=mailbox)
+    except AuthorizationRevoked as error:
+        mailbox_authorization_revoked(mailbox=mailbox, error=error)
+        return None
+    except TokenDecryptionError:
+        disconnect_mailbox(mailbox=mailbox, reason="stored tokens cannot be decrypted: reconnect the mailbox")
+        return None
+    except GmailError as error:
+        # GmailError messages never carry tokens (gmail_client), so they may be shown to the client.
+        logger.warning("reply polling of mailbox %s failed: %s", mailbox.pk, error)
+        _poll_error(mailbox, f"{POLL_ERROR_PREFIX}{error}")
+        return None
+    except Exception:
+        _poll_error(mailbox, f"{POLL_ERROR_PREFIX}an internal error stopped the poll; it is retried automatically")
+        raise
+    Mailbox.objects.filter(pk=mailbox.pk, last_error__startswith=POLL_ERROR_PREFIX).update(
+        last_error="", last_error_at=None
+    )
+    return result
+
+
+def _poll_error(mailbox: Mailbox, text: str) -> None:
+    Mailbox.objects.filter(pk=mailbox.pk).update(last_error=text[:1000], last_error_at=timezone.now())

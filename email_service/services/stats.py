@@ -186,7 +186,10 @@ def _reply_entry(row: Mapping[str, Any]) -> dict[str, Any]:
 def replies_feed(
     *, client: Client, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
 ) -> ReplyPage:
-    """Replies, auto-replies and bounces of the client's emails, newest first.
+    """Replies, auto-replies and bounces of the client's emails, newest first; machine-labelled ones left out.
+
+    A transient (4.x.x) bounce is kept as a machine-labelled `bounce` event (not final, counted
+    nowhere): it is not a bounce the client should read about, so the feed skips it.
 
     Reads the partial index `event_client_inbound_time` (client, occurred_at DESC, id DESC over the
     three kinds). With `cursor` (the previous page's `next_cursor`) a page starts right after the
@@ -195,7 +198,7 @@ def replies_feed(
     """
     check_bounded_int(page_size, field="page_size", minimum=1, maximum=MAX_PAGE_SIZE)
     check_bounded_int(page, field="page", minimum=1, maximum=MAX_REPLY_OFFSET // page_size)
-    events_query = EmailEvent.objects.filter(client=client, event_type__in=REPLY_KINDS)
+    events_query = EmailEvent.objects.filter(client=client, event_type__in=REPLY_KINDS, is_machine=False)
     if cursor is not None:
         if page != 1:
             raise InvalidInput("page cannot be combined with cursor.", field="page", code="page_with_cursor")

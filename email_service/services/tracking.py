@@ -5,12 +5,13 @@ Two halves:
 - **At send time** `prepare_tracked_html` (called by the sending pipeline's message builder)
   rewrites every http(s) link into an opaque click URL, stores the byte-exact original
   destination, fills the `{{unsubscribe_url}}` placeholder and adds one pixel.
-- **On the hot path** the endpoints call `buffer_hit`: one Redis `XADD` (and, for a click, one
-  `ZADD` in the same round trip), then the answer goes out. `drain_tracking_events`, run by a
-  Celery beat task, labels the hits (services.machine) and records them through
-  `services.events.record_event`, each with the stream entry id as its `dedupe_key`, so a drain
-  that crashes half way and runs again never counts twice. Without Redis (the serverless
-  default) the hit is recorded in the request instead.
+- **On the hot path** a pixel costs one Redis `XADD`; a click one Redis script (read the cached
+  destination, `XADD` the hit, note it for the burst rule), the database only on a cache miss.
+  Concurrent requests of one process share one pipelined round trip. `drain_tracking_events`
+  (Celery beat; any number side by side through a Redis consumer group) labels the hits
+  (services.machine) and records them in batches through `services.events.record_events_batch`,
+  each with the stream entry id as its `dedupe_key`, so a hit replayed after a crash never
+  counts twice. Without Redis (the serverless default) the hit is recorded in the request instead.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import contextlib
 import html
 import ipaddress
 import logging
+import os
 import re
 import secrets
+import socket
 import struct
 import threading
 import time
@@ -37,7 +40,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 
 from email_service.models import EmailClickTracking, EmailSendQueue, EmailTrackingPixel
 from email_service.services import machine
-from email_service.services.events import record_event
+from email_service.services.events import NewEvent, lock_messages, record_event, record_events_batch
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +167,8 @@ def _links_for(message: EmailSendQueue, destinations: list[str]) -> list[str]:
             token = link.token
         tokens.append(token)
     EmailClickTracking.objects.bulk_create(created)
+    if created:
+        transaction.on_commit(lambda: cache_links(created))
     return tokens
 
 
@@ -291,12 +296,43 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# A click's destination, cached from the database: "<message id>|<url>". Written when the link is
+# created (on commit) and on a cache miss; refreshed on every click. Tokens never expire: a key
+# that has expired is simply read from the database again.
+LINK_CACHE_TTL_SECONDS = 30 * 24 * 3600
+
+
+def _link_key(token: str) -> str:
+    return _key(f"link:{token}")
+
+
+def _link_value(*, message_id: object, url: str) -> str:
+    return f"{message_id}|{url}"
+
+
+# One round trip per click: read the cached destination and, when it is there, buffer the hit and
+# note it for the burst rule. The burst key is built from the cached message id (single Redis
+# instance; under Redis Cluster the three keys would need one hash tag).
+_CLICK_LUA = """
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local message_id = string.sub(value, 1, string.find(value, '|', 1, true) - 1)
+local burst = ARGV[2] .. message_id .. ':' .. ARGV[3]
+redis.call('ZADD', burst, ARGV[4], ARGV[5])
+redis.call('EXPIRE', burst, ARGV[6])
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7))
+return value
+"""
+
+
 @dataclass
 class _PendingHit:
     fields: dict[str, str | int]
-    burst: tuple[str, str, int] | None  # (key, member, score) for a click
+    link_token: str | None  # a click: the cached lookup runs with the buffering
     done: threading.Event
     ok: bool = False
+    value: bytes | None = None
 
 
 class _GroupCommit:
@@ -327,60 +363,150 @@ class _GroupCommit:
                 if not batch:
                     self._flushing = False
                     break
-            ok = self._flush(client, batch)
-            for item in batch:
-                item.ok = ok
-                item.done.set()
+            try:
+                self._flush(client, batch)
+            finally:
+                for item in batch:
+                    item.done.set()
         return hit.ok
 
     @staticmethod
-    def _flush(client: redis.Redis, batch: list[_PendingHit]) -> bool:
+    def _flush(client: redis.Redis, batch: list[_PendingHit]) -> None:
         pipe = client.pipeline(transaction=False)
+        stream = stream_key()
+        burst_prefix = _key("burst:")
         for item in batch:
-            if item.burst:
-                key, member, score = item.burst
-                pipe.zadd(key, {member: score})
-                pipe.expire(key, BURST_KEY_TTL_SECONDS)
-            pipe.xadd(stream_key(), item.fields)  # type: ignore[arg-type]
+            if item.link_token is not None:
+                fields = item.fields
+                args: list[str | int] = [
+                    LINK_CACHE_TTL_SECONDS,
+                    burst_prefix,
+                    str(fields["ip"]) or "-",
+                    fields["ts"],
+                    f"{item.link_token}|{fields['r']}",
+                    BURST_KEY_TTL_SECONDS,
+                ]
+                for name, value in fields.items():
+                    args.extend((name, value))
+                _click_script(client)(keys=[_link_key(item.link_token), stream], args=args, client=pipe)
+            else:
+                pipe.xadd(stream, item.fields)  # type: ignore[arg-type]
         try:
-            pipe.execute()
+            results = pipe.execute(raise_on_error=False)
         except redis.RedisError:
             logger.warning("Tracking buffer unavailable; recording in the request instead")
-            return False
-        return True
+            return
+        for item, outcome in zip(batch, results, strict=True):
+            if isinstance(outcome, Exception):
+                logger.warning("Tracking buffer refused a hit; recording in the request instead")
+                continue
+            item.ok = True
+            if item.link_token is not None:
+                item.value = outcome if isinstance(outcome, bytes) else None
 
 
 _group_commit = _GroupCommit()
+_click_scripts: dict[int, Any] = {}
 
 
-def buffer_hit(
-    *, kind: str, token: str, facts: machine.HitFacts, message_id: str | None = None, link_token: str | None = None
-) -> bool:
-    """Queue one hit for the drain (one Redis round trip, shared with concurrent requests); False without Redis."""
-    client = _redis()
-    if client is None:
-        return False
-    now_ms = _now_ms()
-    fields: dict[str, str | int] = {
+def _click_script(client: redis.Redis) -> Any:
+    script = _click_scripts.get(id(client))
+    if script is None:
+        script = _click_scripts[id(client)] = client.register_script(_CLICK_LUA)
+    return script
+
+
+def _hit_fields(kind: str, token: str, facts: machine.HitFacts) -> dict[str, str | int]:
+    return {
         "k": kind,
         "t": token,
         "m": facts.method,
         "ua": facts.user_agent,
         "ip": facts.ip or "",
         "p": int(facts.prefetch),
-        "ts": now_ms,
+        "ts": _now_ms(),
     }
-    burst = None
-    if kind == "c" and message_id and link_token:
-        # Every click of a message from one source, for the burst rule; shared by all web processes.
-        rid = secrets.token_hex(6)
-        fields["r"] = rid
-        burst = (_burst_key(message_id, facts.ip), f"{link_token}|{rid}", now_ms)
-    return _group_commit.submit(client, _PendingHit(fields=fields, burst=burst, done=threading.Event()))
+
+
+def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
+    """Queue one pixel fetch for the drain: one Redis round trip, shared with concurrent requests.
+
+    False without Redis (or with Redis away): the caller records in the request.
+    """
+    client = _redis()
+    if client is None:
+        return False
+    hit = _PendingHit(fields=_hit_fields("o", token, facts), link_token=None, done=threading.Event())
+    return _group_commit.submit(client, hit)
+
+
+@dataclass(frozen=True)
+class ClickOutcome:
+    """What a click request learnt: where to send the browser (None: unknown link) and whether the hit is buffered."""
+
+    url: str | None
+    buffered: bool
+    link: EmailClickTracking | None = None
+
+
+def track_click(*, token: str, facts: machine.HitFacts) -> ClickOutcome:
+    """The click's destination and its buffering in one Redis round trip; the database only on a cache miss.
+
+    Without Redis (or with Redis down) the destination comes from the database and `buffered` is
+    False: the caller records the click in the request. An unknown token is `url=None`, nothing buffered.
+    """
+    if not TOKEN_RE.match(token):
+        return ClickOutcome(url=None, buffered=False)
+    client = _redis()
+    if client is not None:
+        for _attempt in range(2):
+            fields = _hit_fields("c", token, facts)
+            fields["r"] = secrets.token_hex(6)
+            hit = _PendingHit(fields=fields, link_token=token, done=threading.Event())
+            if not _group_commit.submit(client, hit):
+                break  # Redis away: the database answers and the click is recorded in the request.
+            if hit.value is not None:
+                _, _, url = hit.value.decode("utf-8").partition("|")
+                return ClickOutcome(url=url, buffered=True)
+            # Not cached (yet): the database knows, and fills the cache for the next click.
+            link = find_link(token)
+            if link is None:
+                return ClickOutcome(url=None, buffered=False)
+            cache_links([link])
+    link = find_link(token)
+    return ClickOutcome(url=link.url if link else None, buffered=False, link=link)
+
+
+def cache_links(links: list[EmailClickTracking]) -> None:
+    """Write the links' destinations into the click cache (best effort: a miss reads the database)."""
+    client = _redis()
+    if client is None or not links:
+        return
+    pipe = client.pipeline(transaction=False)
+    # Only what a click may redirect to is cached; anything else stays a 404 through the database.
+    for link in (link for link in links if is_trackable(link.url)):
+        pipe.set(
+            _link_key(link.token), _link_value(message_id=link.message_id, url=link.url), ex=LINK_CACHE_TTL_SECONDS
+        )
+    try:
+        pipe.execute()
+    except redis.RedisError:
+        logger.warning("Click cache unavailable; clicks will read the database")
+
+
+def cached_destination(token: str) -> str | None:
+    """The destination as a click reads it (Redis, else the database), recording nothing: the benchmark's baseline."""
+    client = _redis()
+    if client is not None and TOKEN_RE.match(token):
+        value = client.get(_link_key(token))
+        if isinstance(value, bytes):
+            return value.decode("utf-8").partition("|")[2]
+    link = find_link(token)
+    return link.url if link else None
 
 
 def find_link(token: str) -> EmailClickTracking | None:
-    """The tracked link behind a click token (the only source of a redirect's destination)."""
+    """The tracked link behind a click token, from the database (the only source of a redirect's destination)."""
     if not TOKEN_RE.match(token):
         return None
     # One primary-key lookup in plain SQL: the ORM's query building costs more than the query here.
@@ -488,23 +614,13 @@ def record_click_now(*, link: EmailClickTracking, facts: machine.HitFacts) -> No
 
 # Clicks wait this long in the buffer, so every click of a possible burst is there when one is labelled.
 DRAIN_SETTLE_SECONDS = machine.BURST_WINDOW_SECONDS + 0.5
-DRAIN_LOCK_SECONDS = 20
+DRAIN_GROUP = "drain"
+# Hits a drain took and did not acknowledge for this long (it died) are taken over by another.
+DRAIN_CLAIM_IDLE_MS = 60_000
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _in_burst(client: redis.Redis, *, message_id: str, ip: str | None, rid: str, ts: int) -> bool:
-    window_ms = int(machine.BURST_WINDOW_SECONDS * 1000)
-    rows: list[tuple[Any, Any]] = client.zrangebyscore(  # type: ignore[assignment]
-        _burst_key(message_id, ip), ts - window_ms, ts + window_ms, withscores=True
-    )
-    clicks = []
-    for member, score in rows:
-        link, _, click_id = _text(member).partition("|")
-        clicks.append((float(score) / 1000.0, link, click_id))
-    return rid in machine.burst_members(clicks)
 
 
 @dataclass
@@ -514,60 +630,142 @@ class DrainResult:
     unknown: int = 0
 
 
-def drain_tracking_events(
-    *, batch_size: int = 500, settle_seconds: float = DRAIN_SETTLE_SECONDS, max_seconds: float = 50.0
-) -> DrainResult:
-    """Record buffered hits older than `settle_seconds`, oldest first, until none are left or time is up.
+def _consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
-    One drain at a time (a Redis lock); each hit is recorded with `dedupe_key=trk:<entry id>` and
-    deleted from the stream only afterwards, so a crash in between replays it harmlessly.
+
+def _ensure_group(client: redis.Redis) -> None:
+    try:
+        client.xgroup_create(stream_key(), DRAIN_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
+
+
+def _entries(reply: Any) -> list[tuple[Any, Any]]:
+    """The (id, fields) pairs of an XREADGROUP reply (RESP2 list or RESP3 dict)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [
+            entry
+            for entries in reply.values()
+            for entry in (entries[0] if entries and isinstance(entries[0], list) else entries)
+        ]
+    return [entry for _stream, entries in reply for entry in entries]
+
+
+def drain_tracking_events(
+    *, batch_size: int = 1000, settle_seconds: float = DRAIN_SETTLE_SECONDS, max_seconds: float = 50.0
+) -> DrainResult:
+    """Record buffered hits (clicks once older than `settle_seconds`), oldest first, until none are left or time is up.
+
+    Any number of drains run side by side: a Redis consumer group hands each hit to one of them;
+    a hit is acknowledged and deleted only after its batch committed, and hits a dead drain had
+    taken are claimed by another after `DRAIN_CLAIM_IDLE_MS`. Each hit is recorded with
+    `dedupe_key=trk:<entry id>`, so a hit recorded twice (a drain that died between commit and
+    acknowledgement) counts once.
     """
     result = DrainResult()
     client = _redis()
     if client is None:
         return result
-    # Short lease, renewed per batch: a drain killed mid-way holds up the next one for seconds only.
-    # Two drains overlapping after an expiry are harmless (dedupe keys), just wasted work.
-    lock = client.lock(_key("drain-lock"), timeout=DRAIN_LOCK_SECONDS, blocking=False)
-    if not lock.acquire():
-        return result
+    stream = stream_key()
+    consumer = _consumer_name()
+    _ensure_group(client)
+    # Hits of drains that died are ours now; they come back below with our own unacknowledged ones.
+    client.xautoclaim(stream, DRAIN_GROUP, consumer, min_idle_time=DRAIN_CLAIM_IDLE_MS, count=batch_size, justid=True)
+    deadline = time.monotonic() + max_seconds
     try:
-        deadline = time.monotonic() + max_seconds
         while time.monotonic() < deadline:
-            with contextlib.suppress(redis.exceptions.LockError):
-                lock.reacquire()
+            own = _entries(client.xreadgroup(DRAIN_GROUP, consumer, {stream: "0"}, count=batch_size))
+            new = []
+            if len(own) < batch_size:
+                new = _entries(client.xreadgroup(DRAIN_GROUP, consumer, {stream: ">"}, count=batch_size - len(own)))
             seconds, micros = client.time()
             cutoff_ms = int(seconds) * 1000 + int(micros) // 1000 - int(settle_seconds * 1000)
-            entries = client.xrange(stream_key(), "-", str(max(cutoff_ms, 0)), count=batch_size)
-            if not entries:
-                break
-            # One transaction per batch: one commit (one WAL flush) for many hits, each hit in its own
-            # savepoint. The entries leave the stream only after the commit.
-            with transaction.atomic():
-                _record_entries(client, entries, result)
-            client.xdel(stream_key(), *[_text(entry_id) for entry_id, _ in entries])
-            result.read += len(entries)
-            if len(entries) < batch_size:
+            # Clicks younger than the burst window stay with this drain, unacknowledged, for its next round.
+            ready = [(entry_id, fields) for entry_id, fields in own + new if _settled(entry_id, fields, cutoff_ms)]
+            if ready:
+                _record_safely(client, ready, result)
+                ids = [_text(entry_id) for entry_id, _ in ready]
+                pipe = client.pipeline(transaction=False)
+                pipe.xack(stream, DRAIN_GROUP, *ids)
+                pipe.xdel(stream, *ids)
+                pipe.execute()
+                result.read += len(ready)
+            if not new and len(ready) < len(own) + len(new):
+                break  # only unsettled clicks left
+            if not new and not own:
                 break
     finally:
-        # Expired while we worked: the next drain takes over.
-        with contextlib.suppress(redis.exceptions.LockError):
-            lock.release()
+        _forget_idle_consumers(client)
     return result
 
 
+def _record_safely(client: redis.Redis, entries: list[tuple[Any, Any]], result: DrainResult) -> None:
+    """Record a batch; when one bad hit spoils it, record the hits one by one and drop (log) the bad ones."""
+    try:
+        _record_entries(client, entries, result)
+    except (OperationalError, InterfaceError):
+        # The database is away: keep the batch unacknowledged; the replay is deduplicated.
+        raise
+    except Exception:
+        if len(entries) == 1:
+            logger.exception("Could not record tracking hit %s", _text(entries[0][0]))
+            return
+        for entry in entries:
+            _record_safely(client, [entry], result)
+
+
+def _settled(entry_id: Any, fields: Any, cutoff_ms: int) -> bool:
+    """Opens are ready at once; a click once it has been in the buffer (by Redis's clock) past the cutoff."""
+    if not fields or _text(fields.get(b"k", fields.get("k", ""))) != "c":
+        return True
+    return int(_text(entry_id).split("-", 1)[0]) <= cutoff_ms
+
+
+def _forget_idle_consumers(client: redis.Redis) -> None:
+    """Drop consumers (drain processes gone long ago) with nothing pending, so the group stays small."""
+    with contextlib.suppress(redis.RedisError):
+        for info in client.xinfo_consumers(stream_key(), DRAIN_GROUP):
+            name, pending, idle = info.get("name"), info.get("pending", 0), info.get("idle", 0)
+            if pending == 0 and idle > 3600_000 and name is not None:
+                client.xgroup_delconsumer(stream_key(), DRAIN_GROUP, name)
+
+
+def _in_bursts(client: redis.Redis, clicks: list[tuple[str, str | None, str, int]]) -> list[bool]:
+    """For each (message id, ip, click id, ms) whether it belongs to a burst: one pipelined round trip."""
+    if not clicks:
+        return []
+    window_ms = int(machine.BURST_WINDOW_SECONDS * 1000)
+    pipe = client.pipeline(transaction=False)
+    for message_id, ip, _rid, ts in clicks:
+        pipe.zrangebyscore(_burst_key(message_id, ip), ts - window_ms, ts + window_ms, withscores=True)
+    answers = []
+    for (_m, _ip, rid, _ts), rows in zip(clicks, pipe.execute(), strict=True):
+        members = []
+        for member, score in rows:
+            link, _, click_id = _text(member).partition("|")
+            members.append((float(score) / 1000.0, link, click_id))
+        answers.append(rid in machine.burst_members(members))
+    return answers
+
+
 def _record_entries(client: redis.Redis, entries: list[tuple[Any, Any]], result: DrainResult) -> None:
-    hits = [(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}) for entry_id, fields in entries]
-    pixel_tokens = {f["t"] for _, f in hits if f.get("k") == "o"}
-    link_tokens = {f["t"] for _, f in hits if f.get("k") == "c"}
-    pixels = {
-        p.token: p for p in EmailTrackingPixel.objects.filter(token__in=pixel_tokens).select_related("message__client")
-    }
-    links = {
-        link.token: link
-        for link in EmailClickTracking.objects.filter(token__in=link_tokens).select_related("message__client")
-    }
+    """Label and record one batch of hits in one transaction (events.record_events_batch)."""
+    hits = [(_text(entry_id), {_text(k): _text(v) for k, v in (fields or {}).items()}) for entry_id, fields in entries]
+    pixel_tokens = {f["t"] for _, f in hits if f.get("k") == "o" and "t" in f}
+    link_tokens = {f["t"] for _, f in hits if f.get("k") == "c" and "t" in f}
+    pixel_messages = dict(EmailTrackingPixel.objects.filter(token__in=pixel_tokens).values_list("token", "message_id"))
+    link_messages = dict(EmailClickTracking.objects.filter(token__in=link_tokens).values_list("token", "message_id"))
+    parsed: list[tuple[str, dict[str, str], Any, machine.HitFacts, int]] = []
     for entry_id, fields in hits:
+        kind, token = fields.get("k"), fields.get("t", "")
+        message_id = pixel_messages.get(token) if kind == "o" else link_messages.get(token) if kind == "c" else None
+        if message_id is None:
+            result.unknown += 1
+            continue
         facts = machine.HitFacts(
             method=fields.get("m", "GET"),
             user_agent=fields.get("ua", ""),
@@ -575,32 +773,66 @@ def _record_entries(client: redis.Redis, entries: list[tuple[Any, Any]], result:
             prefetch=fields.get("p") == "1",
         )
         try:
-            ts = int(fields.get("ts", "0"))
+            ts = int(fields.get("ts", ""))
         except ValueError:
             ts = int(entry_id.split("-", 1)[0])
-        occurred_at = datetime.fromtimestamp(ts / 1000.0, UTC)
-        dedupe_key = f"trk:{entry_id}"
-        try:
-            if fields.get("k") == "o" and fields["t"] in pixels:
-                recorded = record_open(
-                    pixel=pixels[fields["t"]], facts=facts, occurred_at=occurred_at, dedupe_key=dedupe_key
-                )
-            elif fields.get("k") == "c" and fields["t"] in links:
-                link = links[fields["t"]]
-                in_burst = _in_burst(
-                    client, message_id=str(link.message_id), ip=facts.ip, rid=fields.get("r", ""), ts=ts
-                )
-                recorded = record_click(
-                    link=link, facts=facts, occurred_at=occurred_at, in_burst=in_burst, dedupe_key=dedupe_key
-                )
-            else:
+        parsed.append((entry_id, fields, message_id, facts, ts))
+    clicks = [(str(m), facts.ip, fields.get("r", ""), ts) for _, fields, m, facts, ts in parsed if fields["k"] == "c"]
+    bursts = iter(_in_bursts(client, clicks))
+    with transaction.atomic():
+        messages = lock_messages(ids={message_id for _, _, message_id, _, _ in parsed})
+        batch: list[NewEvent] = []
+        for entry_id, fields, message_id, facts, ts in parsed:
+            message = messages.get(message_id)
+            in_burst = next(bursts) if fields["k"] == "c" else False
+            if message is None:
                 result.unknown += 1
                 continue
-        except (OperationalError, InterfaceError):
-            # The database is away: stop here, keep the batch in the stream; the replay is deduplicated.
-            raise
-        except Exception:
-            # One bad hit must not block the stream behind it forever; it is logged and dropped.
-            logger.exception("Could not record tracking hit %s", entry_id)
-            continue
-        result.recorded += int(recorded)
+            occurred_at = datetime.fromtimestamp(ts / 1000.0, UTC)
+            if fields["k"] == "o":
+                event_type = "open"
+                verdict = machine.classify_open(facts=facts, occurred_at=occurred_at, sent_at=message.sent_at)
+                extra: dict[str, Any] = {}
+            else:
+                event_type = "click"
+                verdict = machine.classify_click(
+                    facts=facts, occurred_at=occurred_at, sent_at=message.sent_at, in_burst=in_burst
+                )
+                extra = {"link_id": fields["t"]}
+            batch.append(
+                NewEvent(
+                    message=message,
+                    event_type=event_type,
+                    occurred_at=occurred_at,
+                    is_machine=verdict.is_machine,
+                    machine_reason=verdict.reason,
+                    dedupe_key=f"trk:{entry_id}",
+                    fields={
+                        "ip": facts.ip,
+                        "user_agent": facts.user_agent,
+                        "detail": {"method": facts.method},
+                        **extra,
+                    },
+                )
+            )
+        created = record_events_batch(events=batch, follow_up=_implied_open)
+    result.recorded += sum(1 for event in created if not (event.dedupe_key or "").startswith("implied-open:"))
+
+
+def _implied_open(event: NewEvent) -> NewEvent | None:
+    """A person's click on a message with no person's open yet: they read it (images blocked). One per message."""
+    message = event.message
+    if event.event_type != "click" or event.is_machine or message.first_opened_at is not None:
+        return None
+    fields = event.fields or {}
+    return NewEvent(
+        message=message,
+        event_type="open",
+        occurred_at=event.occurred_at,
+        dedupe_key=f"implied-open:{message.pk}",
+        fields={
+            "ip": fields.get("ip"),
+            "user_agent": fields.get("user_agent", ""),
+            "detail": {"implied_by_click": True},
+        },
+    )

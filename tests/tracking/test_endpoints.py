@@ -89,7 +89,7 @@ def test_the_pixel_is_served_when_recording_fails(browser, pixel, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("redis and database both on fire")
 
-    monkeypatch.setattr(tracking, "buffer_hit", broken)
+    monkeypatch.setattr(tracking, "buffer_open", broken)
     response = browser.get(f"/api/track/open/{pixel.token}.png")
     assert response.status_code == 200
     assert response.content == tracking.PIXEL_PNG

@@ -189,3 +189,50 @@ def test_a_reply_reported_by_n8n_and_found_by_the_poller_counts_once(
     assert response.status_code == 201
     assert poll_mailbox(mailbox=mailbox).recorded == 0
     assert EmailEvent.objects.filter(event_type="reply").count() == 1
+
+
+def test_a_transient_bounce_stays_out_of_the_clients_replies_feed(google_sandbox, mailbox, sequence, alice):
+    from email_service.services.stats import replies_feed
+
+    first, _ = sequence
+    raw = inbound_mail.bounce_dsn(
+        mailbox=TEST_ACCOUNT, recipient=first.recipient_email, original_id=first.rfc_message_id, status="4.2.2"
+    )
+    google_sandbox.deliver(TEST_ACCOUNT, raw)
+    poll_mailbox(mailbox=mailbox)
+    assert EmailEvent.objects.filter(event_type="bounce", is_machine=True).exists()
+    assert replies_feed(client=alice).results == []
+    # A person's reply afterwards is in the feed, alone.
+    google_sandbox.deliver(TEST_ACCOUNT, inbound_mail.person_reply(**args(first)))
+    poll_mailbox(mailbox=mailbox)
+    assert [entry["kind"] for entry in replies_feed(client=alice).results] == ["reply"]
+
+
+def test_a_revoked_grant_found_by_the_poller_disconnects_the_mailbox_with_the_reason(google_sandbox, mailbox, sequence):
+    from email_service.services import mailboxes
+
+    _, follow_up = sequence
+    google_sandbox.revoke_grants(TEST_ACCOUNT)
+    assert replies.poll_mailbox_by_id(mailbox_id=mailbox.pk) is None
+    mailbox.refresh_from_db()
+    follow_up.refresh_from_db()
+    assert mailbox.status == "disconnected"
+    assert mailbox.last_error == mailboxes.REASON_REVOKED_BY_GOOGLE
+    assert follow_up.status == "held"
+
+
+def test_another_gmail_error_of_the_poller_is_shown_on_the_mailbox_and_cleared_by_the_next_poll(
+    google_sandbox, mailbox, sequence
+):
+    from email_service.sandbox.models import FAULT_BACKEND_ERROR, OP_HISTORY
+
+    google_sandbox.add_fault(OP_HISTORY, FAULT_BACKEND_ERROR, count=20, mailbox=TEST_ACCOUNT)
+    assert replies.poll_mailbox_by_id(mailbox_id=mailbox.pk) is None
+    mailbox.refresh_from_db()
+    assert mailbox.status != "disconnected"
+    assert mailbox.last_error.startswith(replies.POLL_ERROR_PREFIX) and mailbox.last_error_at is not None
+    assert "token" not in mailbox.last_error.lower()
+    google_sandbox.clear_faults()
+    assert replies.poll_mailbox_by_id(mailbox_id=mailbox.pk) is not None
+    mailbox.refresh_from_db()
+    assert mailbox.last_error == "" and mailbox.last_error_at is None

@@ -102,3 +102,51 @@ def test_a_report_without_any_key_or_with_bad_fields_is_a_400(integration_api, t
 def test_the_reply_route_takes_the_api_key_only(api, alice_api, thread):
     assert reply(api, gmail_thread_id="thr-1").status_code == 401
     assert reply(alice_api, gmail_thread_id="thr-1").status_code == 403
+
+
+def test_an_out_of_office_report_with_auto_submitted_is_an_auto_reply_and_the_sequence_goes_on(integration_api, thread):
+    first, _second, third = thread
+    response = reply(
+        integration_api,
+        gmail_thread_id="thr-1",
+        subject="Out of Office: Quick question",
+        body="I am away until Monday.",
+        headers={"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"},
+    )
+    assert response.status_code == 201, response.json()
+    assert response.json()["kind"] == "auto_reply"
+    third.refresh_from_db()
+    first.lead.refresh_from_db()
+    assert third.status == "queued" and first.lead.status == Lead.Status.ACTIVE
+    assert not EmailEvent.objects.filter(event_type="reply").exists()
+
+
+def test_a_mailer_daemon_report_with_a_5xx_status_is_a_hard_bounce(integration_api, thread):
+    _first, _second, third = thread
+    response = reply(
+        integration_api,
+        gmail_thread_id="thr-1",
+        from_email="mailer-daemon@googlemail.com",
+        subject="Delivery Status Notification (Failure)",
+        body="Address not found. The response was: 550 5.1.1 The email account does not exist.",
+    )
+    assert response.status_code == 201, response.json()
+    assert response.json()["kind"] == "bounce"
+    third.refresh_from_db()
+    assert third.status == "cancelled"
+    assert EmailEvent.objects.get(event_type="bounce").is_machine is False
+
+
+def test_a_plain_answer_with_harmless_headers_stays_a_reply(integration_api, thread):
+    response = reply(integration_api, gmail_thread_id="thr-1", headers={"Auto-Submitted": "no", "X-Mailer": "Gmail"})
+    assert (response.status_code, response.json()["kind"]) == (201, "reply")
+
+
+def test_a_report_cannot_smuggle_a_delivery_report_content_type(integration_api, thread):
+    # The body is plain text: a claimed multipart/report with nothing in it is not a bounce.
+    response = reply(
+        integration_api,
+        gmail_thread_id="thr-1",
+        headers={"Content-Type": "multipart/report; report-type=delivery-status"},
+    )
+    assert (response.status_code, response.json()["kind"]) == (201, "reply")
