@@ -113,7 +113,8 @@ def test_daily_limit_the_mailbox_is_limited_until_its_next_local_day_and_its_row
         mailbox.cooldown_until,
     )
     soon = timezone.now() + timedelta(seconds=5)
-    assert dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="w", now=soon).skipped == "paced"
+    refused = dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="w", now=soon)
+    assert (refused.claim, refused.skipped, refused.rest_until) == (None, "daily_cap", mailbox.cooldown_until)
     assert fresh(other).status == "queued"
     assert dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="w", now=mailbox.cooldown_until).claim
 
