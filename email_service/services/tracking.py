@@ -7,7 +7,8 @@ Two halves:
   destination, fills the `{{unsubscribe_url}}` placeholder and adds one pixel.
 - **On the hot path** a pixel costs one Redis `XADD`; a click one Redis script (read the cached
   destination, `XADD` the hit, note it for the burst rule), the database only on a cache miss.
-  Concurrent requests of one process share one pipelined round trip. `drain_tracking_events`
+  Each request thread sends its one pre-encoded command on a Redis connection of its own (no
+  pool, pipeline or hand-off between threads). `drain_tracking_events`
   (Celery beat; any number side by side through a Redis consumer group) labels the hits
   (services.machine) and records them in batches through `services.events.record_events_batch`,
   each with the stream entry id as its `dedupe_key`, so a hit replayed after a crash never
@@ -17,6 +18,8 @@ Two halves:
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import html
 import ipaddress
 import logging
@@ -224,6 +227,7 @@ def _rewrite_links(message: EmailSendQueue, body: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_ip(candidate: str) -> str | None:
     value = candidate.strip().strip('"')
     if value.startswith("["):  # [v6]:port
@@ -253,11 +257,20 @@ def client_ip(meta: Mapping[str, Any]) -> str | None:
     return _parse_ip(remote) if isinstance(remote, str) else None
 
 
+# (WSGI environ key, header name) of the prefetch headers, built once.
+_PREFETCH_META: tuple[tuple[str, str], ...] = tuple(
+    ("HTTP_" + name.upper().replace("-", "_"), name) for name in machine.PREFETCH_HEADERS
+)
+
+
 def hit_facts(*, method: str, meta: Mapping[str, Any]) -> machine.HitFacts:
-    headers = {name: str(meta.get("HTTP_" + name.upper().replace("-", "_"), "")) for name in machine.PREFETCH_HEADERS}
+    headers = {name: str(value) for key, name in _PREFETCH_META if (value := meta.get(key))}
     user_agent = str(meta.get("HTTP_USER_AGENT", ""))[:USER_AGENT_MAX]
     return machine.HitFacts(
-        method=method, user_agent=user_agent, ip=client_ip(meta), prefetch=machine.is_prefetch(headers)
+        method=method,
+        user_agent=user_agent,
+        ip=client_ip(meta),
+        prefetch=bool(headers) and machine.is_prefetch(headers),
     )
 
 
@@ -326,97 +339,104 @@ return value
 """
 
 
-@dataclass
-class _PendingHit:
-    fields: dict[str, str | int]
-    link_token: str | None  # a click: the cached lookup runs with the buffering
-    done: threading.Event
-    ok: bool = False
-    value: bytes | None = None
+_CLICK_LUA_SHA = hashlib.sha1(_CLICK_LUA.encode(), usedforsecurity=False).hexdigest().encode()
 
 
-class _GroupCommit:
-    """Sends the hits of concurrent requests of one process to Redis in one pipelined round trip.
+# ---------------------------------------------------------------------------------------------
+# The hot path's Redis calls: one command, one round trip, on the request thread's own connection
+# ---------------------------------------------------------------------------------------------
+#
+# Each gunicorn thread keeps one Redis connection of its own and writes the command already
+# encoded (RESP), so a hit costs one `sendall` and one reply read: no pool lock, no pipeline or
+# script object, no hand-off to another thread. A hit is acknowledged to the browser only after
+# Redis answered it, so nothing acknowledged is lost; on any error the connection is dropped and
+# the caller records the hit in the request instead (the same rule as before).
 
-    The first request to arrive flushes everything queued meanwhile (leader/followers); each
-    request still answers only after Redis has its hit, so nothing is acknowledged that is not stored.
-    The queue is bounded by the worker's thread count.
+_thread = threading.local()
+
+
+def _thread_connection(client: redis.Redis) -> Any:
+    connections: dict[int, Any] | None = getattr(_thread, "connections", None)
+    if connections is None:
+        connections = _thread.connections = {}
+    conn = connections.get(id(client))
+    if conn is None:
+        pool = client.connection_pool
+        conn = connections[id(client)] = pool.connection_class(**pool.connection_kwargs)
+    return conn
+
+
+def _call(client: redis.Redis, packed: bytes) -> Any:
+    """Send one packed command on this thread's connection and return Redis's reply.
+
+    A Redis error reply (`ResponseError`) leaves the connection usable; anything else (timeout,
+    reset, a half-read reply) drops it, so the next request starts on a fresh connection.
     """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: list[_PendingHit] = []
-        self._flushing = False
-
-    def submit(self, client: redis.Redis, hit: _PendingHit) -> bool:
-        with self._lock:
-            self._queue.append(hit)
-            leader = not self._flushing
-            self._flushing = True
-        if not leader:
-            # The leader's socket timeout bounds this wait.
-            hit.done.wait(5.0)
-            return hit.ok
-        while True:
-            with self._lock:
-                batch, self._queue = self._queue, []
-                if not batch:
-                    self._flushing = False
-                    break
-            try:
-                self._flush(client, batch)
-            finally:
-                for item in batch:
-                    item.done.set()
-        return hit.ok
-
-    @staticmethod
-    def _flush(client: redis.Redis, batch: list[_PendingHit]) -> None:
-        pipe = client.pipeline(transaction=False)
-        stream = stream_key()
-        burst_prefix = _key("burst:")
-        for item in batch:
-            if item.link_token is not None:
-                fields = item.fields
-                args: list[str | int] = [
-                    LINK_CACHE_TTL_SECONDS,
-                    burst_prefix,
-                    str(fields["ip"]) or "-",
-                    fields["ts"],
-                    f"{item.link_token}|{fields['r']}",
-                    BURST_KEY_TTL_SECONDS,
-                ]
-                for name, value in fields.items():
-                    args.extend((name, value))
-                _click_script(client)(keys=[_link_key(item.link_token), stream], args=args, client=pipe)
-            else:
-                pipe.xadd(stream, item.fields)  # type: ignore[arg-type]
-        try:
-            results = pipe.execute(raise_on_error=False)
-        except redis.RedisError:
-            logger.warning("Tracking buffer unavailable; recording in the request instead")
-            return
-        for item, outcome in zip(batch, results, strict=True):
-            if isinstance(outcome, Exception):
-                logger.warning("Tracking buffer refused a hit; recording in the request instead")
-                continue
-            item.ok = True
-            if item.link_token is not None:
-                item.value = outcome if isinstance(outcome, bytes) else None
+    conn = _thread_connection(client)
+    try:
+        conn.send_packed_command([packed], check_health=False)
+        return conn.read_response()
+    except redis.ResponseError:
+        raise
+    except BaseException:
+        conn.disconnect()
+        raise
 
 
-_group_commit = _GroupCommit()
-_click_scripts: dict[int, Any] = {}
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
-def _click_script(client: redis.Redis) -> Any:
-    script = _click_scripts.get(id(client))
-    if script is None:
-        script = _click_scripts[id(client)] = client.register_script(_CLICK_LUA)
-    return script
+def _encode(value: str) -> bytes:
+    # WSGI header values are latin-1 strings; `replace` so no header can make the encoding fail.
+    return value.encode("utf-8", "replace")
+
+
+_packed_keys: dict[str, tuple[bytes, bytes, bytes]] = {}
+
+
+def _packed_key_parts() -> tuple[bytes, bytes, bytes]:
+    """(stream key, link key prefix, burst key prefix) as bytes, for the current key prefix."""
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "oree")
+    parts = _packed_keys.get(prefix)
+    if parts is None:
+        parts = _packed_keys[prefix] = (stream_key().encode(), _key("link:").encode(), _key("burst:").encode())
+    return parts
+
+
+_OPEN_HEAD = b"*17\r\n$4\r\nXADD\r\n"
+_BULK_STAR = _bulk(b"*")
+_BULK_O = _bulk(b"k") + _bulk(b"o")
+_BULK_C = _bulk(b"k") + _bulk(b"c")
+_BULK_T, _BULK_M, _BULK_UA, _BULK_IP, _BULK_P, _BULK_TS, _BULK_R = (
+    _bulk(name) for name in (b"t", b"m", b"ua", b"ip", b"p", b"ts", b"r")
+)
+_BULK_LINK_TTL = _bulk(str(LINK_CACHE_TTL_SECONDS).encode())
+_BULK_BURST_TTL = _bulk(str(BURST_KEY_TTL_SECONDS).encode())
+
+
+def _packed_fields(token: bytes, facts: machine.HitFacts, ts: bytes) -> bytes:
+    """The hit's fields after `k` (t, m, ua, ip, p, ts), in the order `_hit_fields` lists them."""
+    return b"".join(
+        (
+            _BULK_T,
+            _bulk(token),
+            _BULK_M,
+            _bulk(facts.method.encode()),
+            _BULK_UA,
+            _bulk(_encode(facts.user_agent)),
+            _BULK_IP,
+            _bulk((facts.ip or "").encode()),
+            _BULK_P,
+            _bulk(b"1" if facts.prefetch else b"0"),
+            _BULK_TS,
+            _bulk(ts),
+        )
+    )
 
 
 def _hit_fields(kind: str, token: str, facts: machine.HitFacts) -> dict[str, str | int]:
+    """A hit's stream fields as a mapping (the drain benchmark fills the buffer with these)."""
     return {
         "k": kind,
         "t": token,
@@ -429,15 +449,29 @@ def _hit_fields(kind: str, token: str, facts: machine.HitFacts) -> dict[str, str
 
 
 def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
-    """Queue one pixel fetch for the drain: one Redis round trip, shared with concurrent requests.
+    """Queue one pixel fetch for the drain: one `XADD`, answered by Redis before the pixel goes out.
 
     False without Redis (or with Redis away): the caller records in the request.
     """
     client = _redis()
     if client is None:
         return False
-    hit = _PendingHit(fields=_hit_fields("o", token, facts), link_token=None, done=threading.Event())
-    return _group_commit.submit(client, hit)
+    stream, _, _ = _packed_key_parts()
+    packed = b"".join(
+        (
+            _OPEN_HEAD,
+            _bulk(stream),
+            _BULK_STAR,
+            _BULK_O,
+            _packed_fields(token.encode(), facts, str(_now_ms()).encode()),
+        )
+    )
+    try:
+        _call(client, packed)
+    except redis.RedisError:
+        logger.warning("Tracking buffer unavailable; recording in the request instead")
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -447,6 +481,46 @@ class ClickOutcome:
     url: str | None
     buffered: bool
     link: EmailClickTracking | None = None
+
+
+# EVALSHA <sha> 2 <link key> <stream>, the script's 6 arguments, the hit's 8 field pairs: 27 in all
+_CLICK_ARGC = b"*27\r\n"
+_EVALSHA_HEAD = _CLICK_ARGC + _bulk(b"EVALSHA") + _bulk(_CLICK_LUA_SHA) + _bulk(b"2")
+_EVAL_HEAD = _CLICK_ARGC + _bulk(b"EVAL") + _bulk(_CLICK_LUA.encode()) + _bulk(b"2")
+
+
+def _click_command(token: str, facts: machine.HitFacts) -> bytes:
+    """The click script's keys and arguments, packed once (both EVALSHA and EVAL take them)."""
+    stream, link_prefix, burst_prefix = _packed_key_parts()
+    raw_token = token.encode()
+    ts = str(_now_ms()).encode()
+    click_id = secrets.token_hex(6).encode()
+    return b"".join(
+        (
+            _bulk(link_prefix + raw_token),
+            _bulk(stream),
+            _BULK_LINK_TTL,
+            _bulk(burst_prefix),
+            _bulk((facts.ip or "-").encode()),
+            _bulk(ts),
+            _bulk(raw_token + b"|" + click_id),
+            _BULK_BURST_TTL,
+            _BULK_C,
+            _packed_fields(raw_token, facts, ts),
+            _BULK_R,
+            _bulk(click_id),
+        )
+    )
+
+
+def _run_click_script(client: redis.Redis, command: bytes) -> Any:
+    """EVALSHA with the script's known digest; the full script once when Redis does not have it (yet)."""
+    try:
+        return _call(client, _EVALSHA_HEAD + command)
+    except redis.exceptions.NoScriptError:
+        # NOSCRIPT (a restarted or flushed Redis): nothing ran, so sending the script cannot record the hit twice.
+        pass
+    return _call(client, _EVAL_HEAD + command)
 
 
 def track_click(*, token: str, facts: machine.HitFacts) -> ClickOutcome:
@@ -460,15 +534,15 @@ def track_click(*, token: str, facts: machine.HitFacts) -> ClickOutcome:
     client = _redis()
     if client is not None:
         for _attempt in range(2):
-            fields = _hit_fields("c", token, facts)
-            fields["r"] = secrets.token_hex(6)
-            hit = _PendingHit(fields=fields, link_token=token, done=threading.Event())
-            if not _group_commit.submit(client, hit):
+            try:
+                value = _run_click_script(client, _click_command(token, facts))
+            except redis.RedisError:
+                logger.warning("Tracking buffer unavailable; recording in the request instead")
                 break  # Redis away: the database answers and the click is recorded in the request.
-            if hit.value is not None:
-                _, _, url = hit.value.decode("utf-8").partition("|")
+            if isinstance(value, bytes):
+                _, _, url = value.decode("utf-8").partition("|")
                 return ClickOutcome(url=url, buffered=True)
-            # Not cached (yet): the database knows, and fills the cache for the next click.
+            # Not cached (yet), nothing buffered: the database knows, and fills the cache for the next click.
             link = find_link(token)
             if link is None:
                 return ClickOutcome(url=None, buffered=False)
@@ -498,7 +572,8 @@ def cached_destination(token: str) -> str | None:
     """The destination as a click reads it (Redis, else the database), recording nothing: the benchmark's baseline."""
     client = _redis()
     if client is not None and TOKEN_RE.match(token):
-        value = client.get(_link_key(token))
+        # The same connection and encoding as the click's script: only the recording differs.
+        value = _call(client, b"*2\r\n$3\r\nGET\r\n" + _bulk(_packed_key_parts()[1] + token.encode()))
         if isinstance(value, bytes):
             return value.decode("utf-8").partition("|")[2]
     link = find_link(token)

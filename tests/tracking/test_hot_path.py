@@ -1,0 +1,111 @@
+"""The hot path's own Redis connection: a hit is buffered once, or recorded in the request once, never both."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from email_service.models import EmailClickTracking, EmailEvent, EmailTrackingPixel
+from email_service.services import tracking
+from tests.tracking.conftest import drain
+
+pytestmark = pytest.mark.django_db
+
+DESTINATION = "https://example.com/pricing?plan=pro&ref=mail#annual"
+
+
+@pytest.fixture
+def pixel(message):
+    return EmailTrackingPixel.objects.create(message=message)
+
+
+@pytest.fixture
+def link(message):
+    created = EmailClickTracking.objects.create(message=message, url=DESTINATION)
+    tracking.cache_links([created])
+    return created
+
+
+def _buffered() -> list[dict[str, str]]:
+    client = tracking._redis()
+    assert client is not None
+    return [
+        {tracking._text(key): tracking._text(value) for key, value in (fields or {}).items()}
+        for _id, fields in client.xrange(tracking.stream_key()) or []
+    ]
+
+
+def test_an_open_is_buffered_with_every_field_the_drain_reads(browser, pixel):
+    browser.get(
+        f"/api/track/open/{pixel.token}.png",
+        HTTP_USER_AGENT="Mozilla/5.0 Thunderbird/128 (Zürich)",
+        HTTP_SEC_PURPOSE="prefetch",
+        REMOTE_ADDR="192.0.2.7",
+    )
+    [hit] = _buffered()
+    assert hit.keys() == {"k", "t", "m", "ua", "ip", "p", "ts"}
+    assert (hit["k"], hit["t"], hit["m"], hit["ip"], hit["p"]) == ("o", pixel.token, "GET", "192.0.2.7", "1")
+    assert hit["ua"] == "Mozilla/5.0 Thunderbird/128 (Zürich)"
+    drain()
+    event = EmailEvent.objects.get(event_type="open")
+    assert (event.is_machine, event.user_agent) == (True, "Mozilla/5.0 Thunderbird/128 (Zürich)")
+
+
+def test_a_click_is_buffered_with_its_burst_note_and_redirects_to_the_stored_url(browser, link, message):
+    response = browser.get(f"/api/track/click/{link.token}", REMOTE_ADDR="192.0.2.8")
+    assert response.status_code == 302
+    assert response["Location"] == DESTINATION
+    [hit] = _buffered()
+    assert (hit["k"], hit["t"], hit["ip"], hit["p"]) == ("c", link.token, "192.0.2.8", "0")
+    burst = tracking._redis().zrange(tracking._burst_key(str(message.pk), "192.0.2.8"), 0, -1)
+    assert burst == [f"{link.token}|{hit['r']}".encode()]
+    drain()
+    assert EmailEvent.objects.filter(event_type="click", link=link).count() == 1
+
+
+def test_a_click_still_records_once_when_redis_does_not_know_the_script(browser, link, monkeypatch):
+    # As after a Redis restart or SCRIPT FLUSH: EVALSHA answers NOSCRIPT, nothing ran, the script itself is sent.
+    unknown = tracking._CLICK_ARGC + tracking._bulk(b"EVALSHA") + tracking._bulk(b"0" * 40) + tracking._bulk(b"2")
+    monkeypatch.setattr(tracking, "_EVALSHA_HEAD", unknown)
+    response = browser.get(f"/api/track/click/{link.token}")
+    assert response["Location"] == DESTINATION
+    assert len(_buffered()) == 1
+    drain()
+    assert EmailEvent.objects.filter(event_type="click").count() == 1
+
+
+def test_a_connection_redis_dropped_costs_no_hit_and_counts_none_twice(browser, pixel, message):
+    client = tracking._redis()
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    own_id = tracking._call(client, b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n")
+    client.client_kill_filter(_id=own_id)
+    # The dropped connection fails this hit: it is recorded in the request instead, then the next reconnects.
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    assert len(_buffered()) == 2
+    assert EmailEvent.objects.filter(event_type="open").count() == 1
+    drain()
+    assert EmailEvent.objects.filter(event_type="open").count() == 3
+    message.refresh_from_db()
+    assert message.open_count == 3
+
+
+@override_settings(REDIS_URL="redis://127.0.0.1:1/0")
+def test_with_redis_unreachable_each_hit_is_recorded_in_the_request_once(browser, pixel, link, message):
+    assert browser.get(f"/api/track/open/{pixel.token}.png").content == tracking.PIXEL_PNG
+    response = browser.get(f"/api/track/click/{link.token}")
+    assert response.status_code == 302
+    assert response["Location"] == DESTINATION
+    assert EmailEvent.objects.filter(message=message, event_type="open", is_machine=False).count() == 1
+    assert EmailEvent.objects.filter(message=message, event_type="click", is_machine=False).count() == 1
+
+
+def test_an_unknown_click_token_buffers_nothing_and_is_a_404(browser, link):
+    response = browser.get("/api/track/click/AAAAAAAAAAAAAAAAAAAAAA")
+    assert response.status_code == 404
+    assert _buffered() == []
+
+
+def test_the_lookup_baseline_finds_the_destination_the_click_finds(link):
+    assert tracking.cached_destination(link.token) == DESTINATION
+    assert _buffered() == []
