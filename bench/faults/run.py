@@ -23,9 +23,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -358,12 +360,27 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         enqueue_started = time.monotonic()
-        statuses: dict[int, int] = {}
-        for start in range(0, len(items), 100):
-            for result in post_batch(base, items[start : start + 100]):
-                statuses[result["status"]] = statuses.get(result["status"], 0) + 1
-        enqueue_seconds = time.monotonic() - enqueue_started
-        print(f"enqueued {args.emails} in {enqueue_seconds:.1f}s via the batch API: {statuses}", flush=True)
+        statuses: Counter[int] = Counter()
+        enqueue_retries = 0
+        enqueue_seconds = 0.0
+
+        def enqueue() -> None:
+            """n8n's side: batches of 100; a batch that fails (Redis/PostgreSQL restarting) is sent again."""
+            nonlocal enqueue_retries, enqueue_seconds
+            for start in range(0, len(items), 100):
+                while True:
+                    try:
+                        results = post_batch(base, items[start : start + 100])
+                        break
+                    except (OSError, ValueError, KeyError):  # connection refused/reset, 5xx, bad JSON
+                        enqueue_retries += 1
+                        time.sleep(1)
+                statuses.update(result["status"] for result in results)
+            enqueue_seconds = time.monotonic() - enqueue_started
+            print(f"enqueued {len(items)} in {enqueue_seconds:.1f}s via the batch API: {dict(statuses)}", flush=True)
+
+        enqueuer = threading.Thread(target=enqueue, daemon=True)
+        enqueuer.start()
 
         kills = redis_restarts = pg_restarts = 0
         restart_seconds: dict[str, float] = {}
@@ -382,10 +399,10 @@ def main(argv: list[str] | None = None) -> int:
                 connection.close()
                 time.sleep(1)
                 continue
-            if left == 0:
+            if left == 0 and not enqueuer.is_alive():
                 break
-            done = 1 - left / args.emails
-            if now >= next_kill and left > 30:
+            done = sent / args.emails
+            if now >= next_kill and (left > 30 or enqueuer.is_alive()):
                 stack.kill_random_worker(rng)
                 stack.start_worker()
                 kills += 1
@@ -427,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             f"worker SIGKILLs: {kills} (every {args.kill_every:g}s, replacement started each time)",
             f"Redis restarts: {redis_restarts}, PostgreSQL restarts: {pg_restarts} "
             f"({', '.join(f'{k} {v:.1f}s' for k, v in restart_seconds.items())})",
+            f"enqueue: batch answers {dict(statuses)}, {enqueue_retries} batches re-sent after a failed request",
             f"verify_rollups: {rollups}",
             f"enqueue: {enqueue_seconds:.1f}s; drain until settled: {drain_seconds:.1f}s; "
             f"total: {time.monotonic() - t0:.1f}s",
