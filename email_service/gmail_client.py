@@ -554,6 +554,8 @@ class GmailClient:
             client_options={"api_endpoint": config.gmail_endpoint},
             http=self._http,
         )
+        self._users_resource: Any = None
+        self._messages_resource: Any = None
 
     def __enter__(self) -> Self:
         return self
@@ -579,7 +581,16 @@ class GmailClient:
     # ------------------------------------------------------------------ plumbing
 
     def _users(self) -> Any:
-        return self._service.users()
+        # Each `users()` / `messages()` call builds a Resource from the discovery document (about a
+        # millisecond of CPU each): build them once per client. They hold no per-request state.
+        if self._users_resource is None:
+            self._users_resource = self._service.users()
+        return self._users_resource
+
+    def _messages(self) -> Any:
+        if self._messages_resource is None:
+            self._messages_resource = self._users().messages()
+        return self._messages_resource
 
     def _execute(self, request: Any, op: str) -> dict[str, Any]:
         try:
@@ -628,7 +639,7 @@ class GmailClient:
         body: dict[str, str] = {"raw": base64.urlsafe_b64encode(raw).decode("ascii")}
         if thread_id:
             body["threadId"] = thread_id
-        data = self._execute(self._users().messages().send(userId="me", body=body), _OP_SEND)
+        data = self._execute(self._messages().send(userId="me", body=body), _OP_SEND)
         gmail_id = str(data["id"])
         rfc822_id: str | None
         try:
@@ -652,7 +663,7 @@ class GmailClient:
         kwargs: dict[str, Any] = {"userId": "me", "id": gmail_id, "format": format}
         if format == "metadata" and metadata_headers:
             kwargs["metadataHeaders"] = list(metadata_headers)
-        return _message(self._execute(self._users().messages().get(**kwargs), "get"))
+        return _message(self._execute(self._messages().get(**kwargs), "get"))
 
     def get_thread(
         self,
@@ -677,7 +688,7 @@ class GmailClient:
             kwargs: dict[str, Any] = {"userId": "me", "q": q, "maxResults": min(100, limit - seen)}
             if page_token:
                 kwargs["pageToken"] = page_token
-            data = self._execute(self._users().messages().list(**kwargs), "list")
+            data = self._execute(self._messages().list(**kwargs), "list")
             for item in data.get("messages", []):
                 seen += 1
                 yield MessageRef(id=str(item["id"]), thread_id=str(item.get("threadId", "")))

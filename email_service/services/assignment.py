@@ -62,6 +62,31 @@ def pick_mailbox(*, client: Client, exclude: Mailbox | None = None, now: datetim
     return min(candidates, key=rank)
 
 
+def pick_mailboxes(*, client: Client, count: int, now: datetime | None = None) -> list[Mailbox | None]:
+    """`pick_mailbox` for `count` new leads at once: each takes the mailbox with the most capacity
+    left, counting the ones handed out before it (one query for the whole batch)."""
+    now = now or timezone.now()
+    candidates = list(
+        Mailbox.objects.filter(client=client, status__in=SENDING_MAILBOX_STATUSES).annotate(
+            pending=Count("emails", filter=Q(emails__status__in=[Status.QUEUED, Status.SENDING]))
+        )
+    )
+    if not candidates:
+        return [None] * count
+    left = {m.pk: remaining_today(mailbox=m, client=client, now=now) - m.pending for m in candidates}
+
+    def rank(mailbox: Mailbox) -> tuple[bool, int, float, str]:
+        last = mailbox.last_sent_at.timestamp() if mailbox.last_sent_at else 0.0
+        return (mailbox.status != Mailbox.Status.ACTIVE, -left[mailbox.pk], last, str(mailbox.pk))
+
+    picks: list[Mailbox | None] = []
+    for _ in range(count):
+        chosen = min(candidates, key=rank)
+        left[chosen.pk] -= 1
+        picks.append(chosen)
+    return picks
+
+
 def mailbox_for_lead(*, lead: Lead, client: Client, now: datetime | None = None) -> MailboxChoice:
     """The lead's sticky mailbox, assigning or moving it as the rules above say."""
     current = LeadMailboxAssignment.objects.select_related("mailbox").filter(lead=lead).first()

@@ -16,6 +16,9 @@ How the queue drains (DESIGN.md decisions 1-4):
   worker that died holding a lease) is never simply retried: the row stays `sending` with reason
   `outcome_unknown` until `resolve_email` asks the mailbox for its Message-ID, then for its
   `X-Oree-Queue-Id` among recent sent mail to that recipient, and re-queues only if neither exists.
+* A follow-up whose earlier Gmail thread no longer exists (404 on `threadId`) goes out at once as
+  a new thread in the sender's mailbox (still In-Reply-To the earlier email), reason THREAD_MISSING.
+* A mailbox at its daily cap takes no turn until the cap lifts (its next local midnight).
 * Transient failures back off exponentially (1, 2, 4, 8 minutes); the MAX_SEND_ATTEMPTS-th
   failure marks the row `failed` with the last error. Every row ends in a visible state and reason.
 
@@ -25,6 +28,7 @@ sweep; the sweep only ever takes over rows whose worker is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -38,11 +42,12 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Exists, Min, OuterRef, Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from email_service import gmail_client as g
 from email_service.gmail_client import QUEUE_ID_HEADER, GmailClient, SentMessage
-from email_service.models import Campaign, Client, EmailEvent, EmailSendQueue, Lead, Mailbox
+from email_service.models import Campaign, Client, EmailEvent, EmailSendQueue, Lead, Mailbox, Suppression
 from email_service.services import pacing
 from email_service.services.assignment import SENDING_MAILBOX_STATUSES, mailbox_for_lead
 from email_service.services.events import record_event
@@ -50,7 +55,6 @@ from email_service.services.gmail_clients import forget_gmail_client, gmail_for
 from email_service.services.mailbox_credentials import TokenDecryptionError
 from email_service.services.mailboxes import disconnect_mailbox, mailbox_authorization_revoked
 from email_service.services.message_builder import BuiltMessage, build_message, new_message_id
-from email_service.services.suppression import is_suppressed
 from email_service.services.windows import SendWindow, next_local_midnight, scheduled_for
 
 logger = logging.getLogger(__name__)
@@ -65,6 +69,8 @@ TURN_HORIZON = timedelta(seconds=120)
 UNSENT_BEFORE_STEP = (Status.QUEUED, Status.SENDING, Status.PAUSED, Status.HELD)
 
 REASON_UNKNOWN = "outcome_unknown"
+THREAD_MISSING = "sent_in_new_thread_previous_thread_missing"
+"""A follow-up whose earlier Gmail thread no longer exists went out as a new thread (reason kept on the row)."""
 
 
 def lease_seconds() -> int:
@@ -104,6 +110,8 @@ class Turn:
     claim: Claim | None
     next_turn_at: datetime | None
     skipped: str = ""
+    rest_until: datetime | None = None
+    """Set when the mailbox cannot send before this time (its daily cap): no turn is started before."""
 
 
 class _NoClaim(Exception):
@@ -141,7 +149,11 @@ def claimable_emails(*, mailbox_id: uuid.UUID | str, now: datetime | None) -> An
 def claim_next_email(
     *, mailbox_id: uuid.UUID | str, worker: str, now: datetime | None = None, rng: random.Random | None = None
 ) -> Turn:
-    """Take one pace slot and one due row of the mailbox, in one transaction; see the module docstring."""
+    """Take one pace slot and one due row of the mailbox, in one transaction; see the module docstring.
+
+    Without `now`, the slot and the due check use the database's clock (see services.pacing).
+    """
+    db_now = now
     now = now or timezone.now()
     mailbox = Mailbox.objects.select_related("client").filter(pk=mailbox_id).first()
     if mailbox is None or mailbox.status not in SENDING_MAILBOX_STATUSES:
@@ -154,21 +166,30 @@ def claim_next_email(
     try:
         with transaction.atomic():
             reservation = pacing.reserve_send_slot(
-                mailbox=mailbox, client=client, now=now, gap_seconds=pacing.draw_gap_seconds(client=client, rng=rng)
+                mailbox=mailbox, client=client, now=db_now, gap_seconds=pacing.draw_gap_seconds(client=client, rng=rng)
             )
             if reservation is None:
                 raise _NoClaim("paced")
+            now = reservation.granted_at
+            # The lead's status and the suppression list are read in the claiming statement itself:
+            # an unsubscribe or reply may have come in since enqueue.
             email = (
                 claimable_emails(mailbox_id=mailbox.pk, now=now)
+                .annotate(
+                    lead_active=Exists(Lead.objects.filter(pk=OuterRef("lead_id"), status=Lead.Status.ACTIVE)),
+                    suppressed=Exists(
+                        Suppression.objects.filter(
+                            client_id=OuterRef("client_id"), email=Lower(OuterRef("recipient_email"))
+                        )
+                    ),
+                )
                 .select_for_update(skip_locked=True, of=("self",))
                 .order_by("next_attempt_at", "sequence_number", "created_at")
                 .first()
             )
             if email is None:
                 raise _NoClaim("nothing_due")  # rolls the slot back untouched
-            lead_status = Lead.objects.filter(pk=email.lead_id).values_list("status", flat=True).first()
-            if lead_status != Lead.Status.ACTIVE or is_suppressed(client_id=client.pk, email=email.recipient_email):
-                # Checked again at the last moment: an unsubscribe or reply may have come in since enqueue.
+            if not email.lead_active or email.suppressed:
                 EmailSendQueue.objects.filter(pk=email.pk).update(
                     status=Status.CANCELLED, status_reason="recipient_suppressed", updated_at=now
                 )
@@ -182,8 +203,13 @@ def claim_next_email(
             email.message_id = email.message_id or new_message_id(email=email, mailbox=mailbox)
             email.save(update_fields=_CLAIM_FIELDS)
     except _NoClaim as no_claim:
-        earliest = _mailbox_free_at(mailbox, client, now) if no_claim.reason == "paced" else now
-        return Turn(None, _next_due(mailbox, earliest=earliest, now=now), no_claim.reason)
+        if no_claim.reason == "paced":
+            free_at = _mailbox_free_at(mailbox, client, now)
+            if free_at - now > TURN_HORIZON:
+                # At its daily cap (ours or Gmail's): no turn until the mailbox can send again.
+                return Turn(None, None, "daily_cap", rest_until=free_at)
+            return Turn(None, _next_due(mailbox, earliest=free_at, now=now), "paced")
+        return Turn(None, _next_due(mailbox, earliest=now, now=now), no_claim.reason)
     email.mailbox, email.client = mailbox, client
     return Turn(Claim(email, mailbox, client, reservation, worker), reservation.next_send_at)
 
@@ -225,8 +251,22 @@ def send_claimed_email(*, claim: Claim, now: datetime | None = None) -> str:
         # Nothing left: our own bug or bad data. Retry with backoff so it surfaces, never silently.
         logger.exception("could not build queued email %s", email.pk)
         return _retry_later(claim, f"could not build the message ({type(error).__name__})")
+    note = ""
     try:
-        sent = client.send_raw(built.raw, thread_id=built.thread_id)
+        try:
+            sent = client.send_raw(built.raw, thread_id=built.thread_id)
+        except g.NotFound:
+            if not built.thread_id:
+                raise
+            # The previous step's Gmail thread is gone (deleted in the mailbox): Gmail refused the
+            # send, so nothing left. Send it once more as a new thread in the sender's mailbox; its
+            # In-Reply-To/References still thread it under the earlier email at the recipient's.
+            logger.info(
+                "thread %s of queued email %s no longer exists; sending in a new thread", built.thread_id, email.pk
+            )
+            note = THREAD_MISSING
+            built = dataclasses.replace(built, thread_id=None)
+            sent = client.send_raw(built.raw, thread_id=None)
     except g.RateLimited as error:
         until = error.retry_at or timezone.now() + timedelta(seconds=RATE_LIMIT_DEFAULT_SECONDS)
         pacing.cool_down(mailbox=mailbox, until=until, reason=str(error))
@@ -254,7 +294,7 @@ def send_claimed_email(*, claim: Claim, now: datetime | None = None) -> str:
         # A failure of ours after the request may have left: treat as unknown, never resend blindly.
         logger.exception("unexpected error while sending queued email %s", email.pk)
         return _mark_unknown(claim, f"unexpected error during the send ({type(error).__name__})")
-    record_sent(email=email, sent=sent, built=built, mailbox=mailbox, client=claim.client)
+    record_sent(email=email, sent=sent, built=built, mailbox=mailbox, client=claim.client, note=note)
     return "sent"
 
 
@@ -266,12 +306,16 @@ def record_sent(
     mailbox: Mailbox,
     client: Client,
     sent_at: datetime | None = None,
+    note: str = "",
 ) -> bool:
-    """Record an accepted send: the row first, then its event and rollups. False if already recorded."""
+    """Record an accepted send: the row first, then its event and rollups. False if already recorded.
+
+    `note` is kept as the sent row's `status_reason` and in the event (e.g. THREAD_MISSING).
+    """
     sent_at = sent_at or timezone.now()
     fields: dict[str, Any] = {
         "status": Status.SENT,
-        "status_reason": "",
+        "status_reason": note,
         "sent_at": sent_at,
         "gmail_message_id": sent.gmail_id,
         "gmail_thread_id": sent.thread_id,
@@ -294,7 +338,8 @@ def record_sent(
             occurred_at=sent_at,
             tz_name=client.timezone,
             dedupe_key=f"sent:{email.pk}",
-            detail={"gmail_message_id": sent.gmail_id, "gmail_thread_id": sent.thread_id},
+            detail={"gmail_message_id": sent.gmail_id, "gmail_thread_id": sent.thread_id}
+            | ({"note": note} if note else {}),
         )
         if mailbox.last_error:
             Mailbox.objects.filter(pk=mailbox.pk).update(last_error="", last_error_at=None)
@@ -490,6 +535,18 @@ def schedule_turn(*, mailbox_id: uuid.UUID | str, at: datetime | None, force: bo
     return True
 
 
+def rest_turns(*, mailbox_id: uuid.UUID | str, until: datetime) -> None:
+    """No turn for the mailbox before `until` (its next local midnight when at its daily cap).
+
+    The turn key is held until then, so neither the dispatcher's beat nor a nudge starts a turn
+    that the pacing statement would only refuse. A Celery countdown that long is not used: Redis
+    redelivers messages whose ETA lies beyond its visibility timeout.
+    """
+    seconds = int((until - timezone.now()).total_seconds()) + 1
+    if seconds > 0:
+        cache.set(_LOOP_KEY.format(mailbox_id), "rest", timeout=seconds)
+
+
 def _schedule_resolution(email_id: uuid.UUID | str, *, at: datetime) -> None:
     from email_service.tasks import resolve_email_task
 
@@ -500,7 +557,10 @@ def _schedule_resolution(email_id: uuid.UUID | str, *, at: datetime) -> None:
 def run_mailbox_turn(*, mailbox_id: uuid.UUID | str) -> str:
     """One turn: claim, schedule the next turn, then send (so a slow send never delays the pace)."""
     turn = claim_next_email(mailbox_id=mailbox_id, worker=worker_name())
-    schedule_turn(mailbox_id=mailbox_id, at=turn.next_turn_at, force=True)
+    if turn.rest_until is not None:
+        rest_turns(mailbox_id=mailbox_id, until=turn.rest_until)
+    else:
+        schedule_turn(mailbox_id=mailbox_id, at=turn.next_turn_at, force=True)
     if turn.claim is None:
         return turn.skipped
     return send_claimed_email(claim=turn.claim)

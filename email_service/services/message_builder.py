@@ -60,6 +60,8 @@ def strip_reply_prefixes(subject: str) -> str:
 
 def previous_step(email: EmailSendQueue) -> EmailSendQueue | None:
     """The latest earlier step of the same lead and campaign that went out, if any."""
+    if email.sequence_number <= 1:
+        return None  # a first step has no earlier step: spare the query
     return (
         EmailSendQueue.objects.filter(
             lead_id=email.lead_id,

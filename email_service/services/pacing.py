@@ -1,8 +1,8 @@
 """Per-mailbox pace and daily cap: ONE atomic conditional UPDATE on the mailbox row (DESIGN.md decision 4).
 
-`reserve_send_slot` is the only way a send may start. In a single PostgreSQL (or SQLite)
-statement it checks and moves everything that must hold across any number of workers and
-machines:
+`reserve_send_slot` is the only way a send may start. In a single PostgreSQL statement, on the
+database's clock, it checks and moves everything that must hold across any number of workers and
+machines (SQLite, for development only, gets the same statement on the worker's clock):
 
 * pace: the mailbox's `next_send_at` has passed. The interval is max(1 / `max_sends_per_second`,
   a gap drawn between the client's `min_gap_seconds` and `max_gap_seconds`); the next slot is one
@@ -51,6 +51,8 @@ class SlotReservation:
     day: date
     sent_today: int
     next_send_at: datetime
+    granted_at: datetime
+    """The database's time when the slot was granted."""
 
 
 def daily_cap(*, mailbox: Mailbox, client: Client) -> int:
@@ -74,18 +76,78 @@ def draw_gap_seconds(*, client: Client, rng: random.Random | None = None) -> flo
 def reserve_send_slot(
     *, mailbox: Mailbox, client: Client, now: datetime | None = None, gap_seconds: float = 0.0
 ) -> SlotReservation | None:
-    """Take one send slot for the mailbox now, or None when pace, cap, cooldown or status forbid it."""
-    now = now or timezone.now()
-    today = local_today(client, now)
+    """Take one send slot for the mailbox now, or None when pace, cap, cooldown or status forbid it.
+
+    "Now" is the database's clock (`statement_timestamp()`), not this worker's: workers on machines
+    whose clocks disagree still hold one pace. A given `now` replaces it (tests travel in time).
+    """
+    if connection.vendor != "postgresql":
+        return _reserve_send_slot_portable(mailbox=mailbox, client=client, now=now or timezone.now(), gap=gap_seconds)
     cap = daily_cap(mailbox=mailbox, client=client)
     rate_interval = send_interval_seconds(mailbox)
-    # The slot after this one: one interval after the previous slot (on schedule even if this turn
-    # ran late), never sooner than 0.9 rate-interval from now, and never before the client's gap.
-    soonest = now + timedelta(seconds=max(rate_interval * (1 - PACE_SLACK), gap_seconds))
+    ops = connection.ops
+    params = {
+        "id": Mailbox._meta.pk.get_db_prep_value(mailbox.pk, connection),
+        "now": ops.adapt_datetimefield_value(now) if now is not None else None,
+        "tz": client.timezone,
+        # The slot after this one: one interval after the previous slot (on schedule even if this
+        # turn ran late), never sooner than 0.9 rate-interval from now, never before the client's gap.
+        "soonest": max(rate_interval * (1 - PACE_SLACK), gap_seconds),
+        "step": max(rate_interval, gap_seconds),
+        "cap": cap,
+        "active": Mailbox.Status.ACTIVE.value,
+        "limited": Mailbox.Status.LIMITED.value,
+    }
+    # Everything is computed from the row as it is when the statement gets its lock: a concurrent
+    # winner's values are re-read (READ COMMITTED re-evaluates WHERE and SET on the new version),
+    # so its `next_send_at` in the future makes this statement match nothing.
+    sql = f"""
+        WITH clock AS (
+            SELECT c.now, (c.now AT TIME ZONE %(tz)s)::date AS today
+            FROM (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now) c
+        )
+        UPDATE {_TABLE} AS m SET
+            sent_today = CASE WHEN m.sent_today_date = clock.today THEN m.sent_today + 1 ELSE 1 END,
+            sent_today_date = clock.today,
+            next_send_at = GREATEST(
+                clock.now + %(soonest)s * INTERVAL '1 second', m.next_send_at + %(step)s * INTERVAL '1 second'
+            ),
+            last_sent_at = clock.now,
+            status = %(active)s,
+            status_reason = CASE WHEN m.status = %(limited)s THEN '' ELSE m.status_reason END,
+            cooldown_until = NULL
+        FROM clock
+        WHERE m.id = %(id)s
+          AND (m.status = %(active)s OR (m.status = %(limited)s AND m.cooldown_until <= clock.now))
+          AND (m.cooldown_until IS NULL OR m.cooldown_until <= clock.now)
+          AND (m.next_send_at IS NULL OR m.next_send_at <= clock.now)
+          AND (CASE WHEN m.sent_today_date = clock.today THEN m.sent_today ELSE 0 END) < %(cap)s
+        RETURNING m.sent_today, m.sent_today_date, m.next_send_at, clock.now
+    """  # noqa: S608 - the table name comes from model metadata; every value is a parameter
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    sent_today, today, next_send_at, granted_at = int(row[0]), row[1], row[2], row[3]
+    mailbox.sent_today, mailbox.sent_today_date, mailbox.next_send_at = sent_today, today, next_send_at
+    mailbox.status, mailbox.cooldown_until, mailbox.last_sent_at = Mailbox.Status.ACTIVE, None, granted_at
+    return SlotReservation(
+        mailbox_id=mailbox.pk, day=today, sent_today=sent_today, next_send_at=next_send_at, granted_at=granted_at
+    )
+
+
+def _reserve_send_slot_portable(
+    *, mailbox: Mailbox, client: Client, now: datetime, gap: float
+) -> SlotReservation | None:
+    """The same statement for SQLite (development only): the worker's clock, compare-and-set on the slot."""
+    today = local_today(client, now)
+    rate_interval = send_interval_seconds(mailbox)
+    soonest = now + timedelta(seconds=max(rate_interval * (1 - PACE_SLACK), gap))
     previous = mailbox.next_send_at
     next_send_at = soonest
     if previous is not None:
-        next_send_at = max(soonest, previous + timedelta(seconds=max(rate_interval, gap_seconds)))
+        next_send_at = max(soonest, previous + timedelta(seconds=max(rate_interval, gap)))
     ops = connection.ops
     params = {
         "id": Mailbox._meta.pk.get_db_prep_value(mailbox.pk, connection),
@@ -93,12 +155,10 @@ def reserve_send_slot(
         "previous": ops.adapt_datetimefield_value(previous),
         "next": ops.adapt_datetimefield_value(next_send_at),
         "today": ops.adapt_datefield_value(today),
-        "cap": cap,
+        "cap": daily_cap(mailbox=mailbox, client=client),
         "active": Mailbox.Status.ACTIVE.value,
         "limited": Mailbox.Status.LIMITED.value,
     }
-    # `next_send_at` is compared with the value it was computed from (compare-and-set): if another
-    # worker took a slot since this mailbox was read, this statement matches nothing.
     sql = f"""
         UPDATE {_TABLE} SET
             sent_today = CASE WHEN sent_today_date = %(today)s THEN sent_today + 1 ELSE 1 END,
@@ -124,7 +184,9 @@ def reserve_send_slot(
     sent_today = int(row[0])
     mailbox.sent_today, mailbox.sent_today_date, mailbox.next_send_at = sent_today, today, next_send_at
     mailbox.status, mailbox.cooldown_until, mailbox.last_sent_at = Mailbox.Status.ACTIVE, None, now
-    return SlotReservation(mailbox_id=mailbox.pk, day=today, sent_today=sent_today, next_send_at=next_send_at)
+    return SlotReservation(
+        mailbox_id=mailbox.pk, day=today, sent_today=sent_today, next_send_at=next_send_at, granted_at=now
+    )
 
 
 def release_send_slot(*, reservation: SlotReservation) -> None:

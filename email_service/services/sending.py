@@ -13,15 +13,22 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from email_service.exceptions import Conflict, NotFound, OreeError, PayloadTooLarge
-from email_service.models import Campaign, Client, EmailEvent, EmailSendQueue, Lead
-from email_service.services.assignment import mailbox_for_lead
-from email_service.services.events import record_event
+from email_service.models import Campaign, Client, EmailEvent, EmailSendQueue, Lead, LeadMailboxAssignment, Suppression
+from email_service.services.assignment import (
+    HOLD_NO_MAILBOX,
+    SENDING_MAILBOX_STATUSES,
+    MailboxChoice,
+    mailbox_for_lead,
+    pick_mailboxes,
+)
+from email_service.services.events import record_event, record_queued_events
 from email_service.services.suppression import is_suppressed
 from email_service.services.windows import scheduled_for
 
@@ -174,18 +181,265 @@ def enqueue_email(*, request: SendRequest, now: datetime | None = None) -> Enque
     return EnqueueResult(email, created=True)
 
 
-def enqueue_batch(*, requests: Sequence[SendRequest | OreeError]) -> list[EnqueueResult | OreeError]:
-    """Queue each item on its own (all-or-nothing per item, not per batch); errors are returned in place."""
-    results: list[EnqueueResult | OreeError] = []
-    for item in requests:
-        if isinstance(item, OreeError):
-            results.append(item)
-            continue
-        try:
-            results.append(enqueue_email(request=item))
-        except OreeError as error:
-            results.append(error)
-    return results
+def enqueue_batch(
+    *, requests: Sequence[SendRequest | OreeError], now: datetime | None = None
+) -> list[EnqueueResult | OreeError]:
+    """Queue a batch set-wise: each item all-or-nothing, errors returned in place, never per batch.
+
+    The same rules as `enqueue_email`, in a fixed number of statements whatever the batch size:
+    clients, campaigns, existing rows, leads, suppressions and assignments are read with one
+    query each; new leads, new assignments, rows and their `queued` events are inserted in bulk
+    with ON CONFLICT DO NOTHING, and whatever a concurrent request inserted first is read back and
+    answered as existing (idempotency holds under races, as in the single path). One nudge after
+    commit. A lead whose sticky mailbox stopped sending takes the single path's rules item by item.
+    """
+    now = now or timezone.now()
+    results: list[EnqueueResult | OreeError | None] = [
+        item if isinstance(item, OreeError) else None for item in requests
+    ]
+    todo: dict[int, SendRequest] = {}
+    for index, item in enumerate(requests):
+        if isinstance(item, SendRequest):
+            try:
+                check_body_size(item.body_html)
+            except OreeError as error:
+                results[index] = error
+                continue
+            todo[index] = item
+    if not todo:
+        return [r for r in results if r is not None]
+
+    def reject(index: int, error: OreeError) -> None:
+        results[index] = error
+        todo.pop(index, None)
+
+    with transaction.atomic():
+        clients = Client.objects.in_bulk({r.client_id for r in todo.values()})
+        for index, req in list(todo.items()):
+            try:
+                client = clients.get(req.client_id)
+                if client is None:
+                    raise NotFound("No client with that id.", code="client_not_found", field="client_id")
+                if not client.is_active:
+                    raise Conflict(
+                        "This client is disabled and sends nothing.", code="client_inactive", field="client_id"
+                    )
+            except OreeError as error:
+                reject(index, error)
+        campaigns = Campaign.objects.in_bulk({r.campaign_id for r in todo.values() if r.campaign_id})
+        defaults = {
+            cid: _campaign(clients[cid], None) for cid in {r.client_id for r in todo.values() if not r.campaign_id}
+        }
+        campaign_of: dict[int, Campaign] = {}
+        for index, req in list(todo.items()):
+            found = campaigns.get(req.campaign_id) if req.campaign_id else defaults[req.client_id]
+            if found is None or found.client_id != req.client_id:  # unknown, or another client's
+                reject(
+                    index,
+                    NotFound(
+                        "No campaign with that id for this client.", code="campaign_not_found", field="campaign_id"
+                    ),
+                )
+            else:
+                campaign_of[index] = found
+
+        def key(index: int) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, int]:
+            req = todo[index]
+            return (req.client_id, req.lead_id, campaign_of[index].pk, req.sequence_number)
+
+        existing = _existing_rows({key(i) for i in todo})
+        first_of: dict[tuple[uuid.UUID, uuid.UUID, uuid.UUID, int], int] = {}
+        repeats: dict[int, int] = {}  # the same email twice in one batch: the later one answers the first
+        for index in list(todo):
+            k = key(index)
+            if k in existing:
+                results[index] = EnqueueResult(existing[k], created=False)
+                del todo[index]
+            elif k in first_of:
+                repeats[index] = first_of[k]
+                del todo[index]
+            else:
+                first_of[k] = index
+
+        leads = _bulk_leads(todo, clients, reject)
+        suppressed = set(
+            Suppression.objects.filter(
+                client_id__in={r.client_id for r in todo.values()},
+                email__in={leads[r.lead_id].email for r in todo.values()},
+            ).values_list("client_id", "email")
+        )
+        for index, req in list(todo.items()):
+            lead = leads[req.lead_id]
+            try:
+                if lead.status != Lead.Status.ACTIVE or (req.client_id, lead.email) in suppressed:
+                    check_not_suppressed(client_id=req.client_id, lead=lead, email=lead.email)
+                    raise Conflict("This address is on the client's suppression list.", code="recipient_suppressed")
+            except OreeError as error:
+                reject(index, error)
+
+        mailbox_of = _bulk_assign(
+            {req.lead_id: (leads[req.lead_id], clients[req.client_id]) for req in todo.values()}, now
+        )
+        rows: dict[int, EmailSendQueue] = {}
+        for index, req in todo.items():
+            client, campaign, lead = clients[req.client_id], campaign_of[index], leads[req.lead_id]
+            choice = mailbox_of[req.lead_id]
+            due = scheduled_for(client=client, not_before=max(now, req.send_at or now))
+            status, reason = Status.QUEUED, ""
+            if campaign.status == Campaign.Status.PAUSED:
+                status, reason = Status.PAUSED, "campaign_paused"
+            elif choice.hold_reason:
+                status, reason = Status.HELD, choice.hold_reason
+            elif due is None:
+                status, reason = Status.HELD, HOLD_NO_SEND_WINDOW
+            row = EmailSendQueue(
+                id=uuid.uuid4(),
+                client=client,
+                campaign=campaign,
+                lead=lead,
+                mailbox=choice.mailbox,
+                sequence_number=req.sequence_number,
+                recipient_email=lead.email,
+                subject=req.subject.strip(),
+                body_html=req.body_html,
+                personalization=dict(req.personalization),
+                status=status,
+                status_reason=reason,
+                send_at=req.send_at,
+                next_attempt_at=due or now,
+                created_at=now,
+                updated_at=now,
+            )
+            rows[index] = row
+        EmailSendQueue.objects.bulk_create(rows.values(), ignore_conflicts=True)
+        inserted = set(EmailSendQueue.objects.filter(pk__in=[r.pk for r in rows.values()]).values_list("pk", flat=True))
+        lost = {key(i) for i, r in rows.items() if r.pk not in inserted}
+        raced = _existing_rows(lost) if lost else {}
+        created: list[EmailSendQueue] = []
+        for index, row in rows.items():
+            if row.pk in inserted:
+                results[index] = EnqueueResult(row, created=True)
+                created.append(row)
+            else:  # a concurrent request queued the same email first: its row stands
+                results[index] = EnqueueResult(raced[key(index)], created=False)
+        for index, first in sorted(repeats.items()):
+            answer = results[first]
+            if isinstance(answer, EnqueueResult):
+                results[index] = EnqueueResult(answer.email, created=False)
+                continue
+            try:  # the first copy was refused: this one is judged on its own, as one by one would
+                results[index] = enqueue_email(request=requests[index], now=now)  # type: ignore[arg-type]
+            except OreeError as error:
+                results[index] = error
+        record_queued_events(messages=created, occurred_at=now)
+        if any(row.status == Status.QUEUED for row in created):
+            transaction.on_commit(_nudge)
+    final = [r for r in results if r is not None]
+    assert len(final) == len(requests)
+    return final
+
+
+def _existing_rows(
+    keys: set[tuple[uuid.UUID, uuid.UUID, uuid.UUID, int]],
+) -> dict[tuple[uuid.UUID, uuid.UUID, uuid.UUID, int], EmailSendQueue]:
+    """The rows already queued for these (client, lead, campaign, step) keys, in one query."""
+    if not keys:
+        return {}
+    rows = EmailSendQueue.objects.select_related("mailbox").filter(lead_id__in={k[1] for k in keys})
+    found = {(r.client_id, r.lead_id, r.campaign_id, r.sequence_number): r for r in rows}
+    return {k: found[k] for k in keys if k in found}
+
+
+def _bulk_leads(todo: dict[int, SendRequest], clients: dict[Any, Client], reject: Any) -> dict[uuid.UUID, Lead]:
+    """Each item's lead, created on first sight (bulk, ON CONFLICT DO NOTHING); mismatches rejected."""
+    wanted: dict[uuid.UUID, SendRequest] = {}
+    for index in sorted(todo):  # the first item naming a new lead creates it, as one by one would
+        wanted.setdefault(todo[index].lead_id, todo[index])
+    leads = Lead.objects.in_bulk(wanted)
+    missing = [req for lead_id, req in wanted.items() if lead_id not in leads]
+    if missing:
+        Lead.objects.bulk_create(
+            [
+                Lead(
+                    id=req.lead_id,
+                    client=clients[req.client_id],
+                    email=req.recipient_email.strip().lower(),
+                    **_names(req),
+                )
+                for req in missing
+            ],
+            ignore_conflicts=True,
+        )
+        leads.update(Lead.objects.in_bulk([req.lead_id for req in missing]))
+    for index, req in list(todo.items()):
+        lead = leads[req.lead_id]
+        if lead.client_id != req.client_id:
+            reject(
+                index,
+                Conflict("This lead_id belongs to another client.", code="lead_of_another_client", field="lead_id"),
+            )
+        elif lead.email.lower() != req.recipient_email.strip().lower():
+            reject(
+                index,
+                Conflict(
+                    "This lead_id was first sent to a different recipient_email.",
+                    code="lead_email_mismatch",
+                    field="lead_id",
+                ),
+            )
+        else:
+            names = _names(req)
+            changed = [name for name, value in names.items() if getattr(lead, name) != value]
+            if changed:
+                for name in changed:
+                    setattr(lead, name, names[name])
+                lead.save(update_fields=changed)
+    return leads
+
+
+def _names(request: SendRequest) -> dict[str, str]:
+    return {k: v for k, v in request.personalization.items() if k in ("first_name", "last_name", "company") and v}
+
+
+def _bulk_assign(leads: dict[uuid.UUID, tuple[Lead, Client]], now: datetime) -> dict[uuid.UUID, MailboxChoice]:
+    """Sticky mailboxes for many leads: kept ones read at once, new leads spread by capacity, in bulk."""
+    current = {
+        a.lead_id: a for a in LeadMailboxAssignment.objects.select_related("mailbox").filter(lead_id__in=list(leads))
+    }
+    choices: dict[uuid.UUID, MailboxChoice] = {}
+    new: dict[Any, list[Lead]] = {}
+    for lead_id, (lead, client) in leads.items():
+        assignment = current.get(lead_id)
+        if assignment is None:
+            new.setdefault(client.pk, []).append(lead)
+        elif assignment.mailbox.status in SENDING_MAILBOX_STATUSES:
+            choices[lead_id] = MailboxChoice(assignment.mailbox)
+        else:  # its mailbox stopped sending: the single path's move-or-wait rules
+            choices[lead_id] = mailbox_for_lead(lead=lead, client=client, now=now)
+    created: list[LeadMailboxAssignment] = []
+    for client_id, new_leads in new.items():
+        client = leads[new_leads[0].pk][1]
+        picks = pick_mailboxes(client=client, count=len(new_leads), now=now)
+        for lead, mailbox in zip(new_leads, picks, strict=True):
+            if mailbox is None:
+                choices[lead.pk] = MailboxChoice(None, HOLD_NO_MAILBOX)
+            else:
+                created.append(LeadMailboxAssignment(lead=lead, client_id=client_id, mailbox=mailbox, assigned_at=now))
+    if created:
+        LeadMailboxAssignment.objects.bulk_create(created, ignore_conflicts=True)
+        # A concurrent request may have assigned some of these leads first: its choice stands.
+        stored = dict(
+            LeadMailboxAssignment.objects.filter(lead_id__in=[a.lead_id for a in created]).values_list(
+                "lead_id", "mailbox_id"
+            )
+        )
+        for assignment in created:
+            if stored[assignment.lead_id] == assignment.mailbox.pk:
+                choices[assignment.lead_id] = MailboxChoice(assignment.mailbox)
+            else:
+                lead, client = leads[assignment.lead_id]
+                choices[assignment.lead_id] = mailbox_for_lead(lead=lead, client=client, now=now)
+    return choices
 
 
 def _existing(client_id: uuid.UUID, lead_id: uuid.UUID, campaign_id: uuid.UUID, step: int) -> EmailSendQueue | None:

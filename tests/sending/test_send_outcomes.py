@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from email_service.models import EmailEvent, EmailSendQueue, Mailbox, StepDailyStats
@@ -113,7 +113,8 @@ def test_daily_limit_the_mailbox_is_limited_until_its_next_local_day_and_its_row
         mailbox.cooldown_until,
     )
     soon = timezone.now() + timedelta(seconds=5)
-    assert dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="w", now=soon).skipped == "paced"
+    refused = dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="w", now=soon)
+    assert (refused.claim, refused.skipped, refused.rest_until) == (None, "daily_cap", mailbox.cooldown_until)
     assert fresh(other).status == "queued"
     assert dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="w", now=mailbox.cooldown_until).claim
 
@@ -200,7 +201,12 @@ def test_repeated_transient_failures_back_off_then_fail_after_the_documented_att
             delays.append((email.next_attempt_at - timezone.now()).total_seconds())
             now = email.next_attempt_at
     assert (outcome, email.status, email.status_reason) == ("failed", "failed", "too_many_attempts")
-    assert all(later > 1.5 * earlier for earlier, later in itertools.pairwise(delays))
+    # Exponential with ±20% jitter: attempt n waits base·2^(n-1), give or take a fifth
+    # (measured from "now", so a test-run's few seconds may be missing from the low side).
+    base = settings.SEND_RETRY_BASE_SECONDS
+    for attempt, delay in enumerate(delays, start=1):
+        expected = min(base * 2 ** (attempt - 1), dispatch.BACKOFF_MAX_SECONDS)
+        assert 0.8 * expected - 5 <= delay <= 1.2 * expected, (attempt, delay, expected)
     assert EmailEvent.objects.filter(message=email, event_type="failed").count() == 1
     assert sandbox.sent_messages("sam@alice.test") == []
 
