@@ -2,11 +2,13 @@
 
 How the queue drains (DESIGN.md decisions 1-4):
 
-* Each mailbox with due work runs a *turn* (Celery task `send_next_for_mailbox`, carrying only the
-  mailbox id). A turn takes one pace/cap slot (services.pacing, one atomic UPDATE), claims one
-  due row with `SELECT … FOR UPDATE SKIP LOCKED` (status `sending`, a lease, a claimant, a fixed
-  Message-ID), schedules the mailbox's next turn for its next slot, then sends. Turns of many
-  mailboxes run in parallel on any number of workers; PostgreSQL decides who gets what.
+* Each mailbox with due work runs *turns*. A turn takes one pace/cap slot (services.pacing, one
+  atomic UPDATE), claims one due row with `SELECT … FOR UPDATE SKIP LOCKED` (status `sending`, a
+  lease, a claimant, a fixed Message-ID), then sends. One Celery task (`send_turns`, carrying only
+  mailbox ids) runs the turns of a small group of mailboxes for a few seconds, each as soon as its
+  pace allows, then hands the group on to a fresh task (`run_turns`): the Celery cost is paid per
+  group and budget, not per email. Turns of many mailboxes run in parallel on any number of
+  workers; PostgreSQL decides who gets what.
 * A row is claimable when it is `queued`, due, its campaign is active, the client's window is
   open, and no earlier step of the same lead and campaign is still unsent (a follow-up waits for
   its predecessor, so it can thread under it).
@@ -29,11 +31,15 @@ sweep; the sweep only ever takes over rows whose worker is gone.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import os
 import random
 import socket
+import time
 import uuid
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,6 +72,11 @@ BACKOFF_MAX_SECONDS = 3600
 RATE_LIMIT_DEFAULT_SECONDS = 60
 # How far ahead a mailbox's next turn is scheduled; beyond it the beat dispatcher brings it back.
 TURN_HORIZON = timedelta(seconds=120)
+# One turn task serves its mailboxes for up to this long (see run_turns), then hands them on.
+TURN_BUDGET_SECONDS = 5.0
+# Due mailboxes are spread over about this many turn tasks, with at most TURN_GROUP_MAX per task.
+TURN_TASKS_TARGET = 16
+TURN_GROUP_MAX = 8
 UNSENT_BEFORE_STEP = (Status.QUEUED, Status.SENDING, Status.PAUSED, Status.HELD)
 
 REASON_UNKNOWN = "outcome_unknown"
@@ -517,22 +528,55 @@ def nudge_dispatcher() -> None:
         dispatch_due_task.apply_async(countdown=0.2)
 
 
+def turn_budget_seconds() -> float:
+    """How long one turn task keeps serving its mailboxes before handing them to a fresh task.
+
+    Claims are made only inside the budget, each under its own lease, and the task's hard time
+    limit stays under the lease (tasks.py), so a live turn never loses a row to the sweep. An
+    eighth of the lease keeps a turn's last send (up to the Gmail HTTP timeout) inside the soft limit.
+    """
+    return min(TURN_BUDGET_SECONDS, lease_seconds() / 8)
+
+
+def turn_group_size(due: int) -> int:
+    """Mailboxes per turn task: one each while few are due, up to TURN_GROUP_MAX when many are.
+
+    A task serves its group one send at a time, so a send that hangs delays its groupmates (never
+    beyond the Gmail HTTP timeout); small groups keep that rare cost small, large queues get the
+    fewer Celery round trips per email that grouping buys.
+    """
+    return max(1, min(TURN_GROUP_MAX, -(-due // TURN_TASKS_TARGET)))
+
+
 def schedule_turn(*, mailbox_id: uuid.UUID | str, at: datetime | None, force: bool = False) -> bool:
     """Make sure the mailbox has a turn scheduled at `at`; False when one is already pending."""
-    from email_service.tasks import send_next_for_mailbox_task
-
-    key = _LOOP_KEY.format(mailbox_id)
     if at is None:
-        cache.delete(key)
+        cache.delete(_LOOP_KEY.format(mailbox_id))
         return False
+    return bool(schedule_turns(mailbox_ids=[mailbox_id], at=at, force=force))
+
+
+def schedule_turns(*, mailbox_ids: Sequence[uuid.UUID | str], at: datetime, force: bool = False) -> int:
+    """One turn task at `at` for those of the mailboxes without a pending turn (all with `force`).
+
+    The per-mailbox Redis key marks "a turn is pending or running"; it expires by itself, so a
+    turn lost with its worker is restarted by the dispatcher (beat) after at most its TTL.
+    """
+    from email_service.tasks import send_turns_task
+
     delay = max(0.0, (at - timezone.now()).total_seconds())
-    ttl = int(delay) + 60
-    if force:
-        cache.set(key, 1, timeout=ttl)
-    elif not cache.add(key, 1, timeout=ttl):
-        return False
-    send_next_for_mailbox_task.apply_async((str(mailbox_id),), countdown=delay)
-    return True
+    ttl = int(delay + turn_budget_seconds()) + 60
+    taken: list[str] = []
+    for mailbox_id in mailbox_ids:
+        key = _LOOP_KEY.format(mailbox_id)
+        if force:
+            cache.set(key, 1, timeout=ttl)
+        elif not cache.add(key, 1, timeout=ttl):
+            continue
+        taken.append(str(mailbox_id))
+    if taken:
+        send_turns_task.apply_async((taken,), countdown=delay)
+    return len(taken)
 
 
 def rest_turns(*, mailbox_id: uuid.UUID | str, until: datetime) -> None:
@@ -566,6 +610,54 @@ def run_mailbox_turn(*, mailbox_id: uuid.UUID | str) -> str:
     return send_claimed_email(claim=turn.claim)
 
 
+def run_turns(
+    *, mailbox_ids: Sequence[uuid.UUID | str], budget_seconds: float | None = None, sleep: Any = time.sleep
+) -> dict[str, int]:
+    """Serve the mailboxes' turns in one task: each slot as soon as its pace allows, within a budget.
+
+    Every send still goes through `claim_next_email` (the atomic pacing statement, then the
+    `SKIP LOCKED` claim under a lease), so pace, cap and exactly-once hold across processes as for
+    single turns; this only saves the Celery task, acknowledgement and next-turn message per email.
+    Mailboxes with nothing due leave the group (the dispatcher brings them back); at the end of the
+    budget the rest go on as one new turn task at the soonest of their next slots.
+    """
+    budget = turn_budget_seconds() if budget_seconds is None else budget_seconds
+    worker = worker_name()
+    started = time.monotonic()
+    deadline = started + budget
+    outcomes: Counter[str] = Counter()
+    # (when, order, mailbox id) on this process's monotonic clock; order keeps the heap stable.
+    pending: list[tuple[float, int, str]] = [(started, n, str(m)) for n, m in enumerate(mailbox_ids)]
+    heapq.heapify(pending)
+    later: dict[str, datetime] = {}
+    while pending:
+        when, order, mailbox_id = pending[0]
+        if when > deadline:
+            break
+        heapq.heappop(pending)
+        wait = when - time.monotonic()
+        if wait > 0:
+            sleep(wait)
+        turn = claim_next_email(mailbox_id=mailbox_id, worker=worker)
+        if turn.claim is not None:
+            outcomes[send_claimed_email(claim=turn.claim)] += 1
+        else:
+            outcomes[turn.skipped] += 1
+        if turn.rest_until is not None:
+            rest_turns(mailbox_id=mailbox_id, until=turn.rest_until)
+        elif turn.next_turn_at is None:
+            cache.delete(_LOOP_KEY.format(mailbox_id))
+        else:
+            due_in = (turn.next_turn_at - timezone.now()).total_seconds()
+            heapq.heappush(pending, (time.monotonic() + max(0.0, due_in), order, mailbox_id))
+            later[mailbox_id] = turn.next_turn_at
+    if pending:
+        remaining = [mailbox_id for _when, _order, mailbox_id in sorted(pending)]
+        at = min((later[m] for m in remaining if m in later), default=timezone.now())
+        schedule_turns(mailbox_ids=remaining, at=at, force=True)
+    return dict(outcomes)
+
+
 def due_mailbox_ids(*, now: datetime | None = None) -> list[uuid.UUID]:
     """Mailboxes that are sending and have a queued row due now."""
     now = now or timezone.now()
@@ -579,12 +671,14 @@ def due_mailbox_ids(*, now: datetime | None = None) -> list[uuid.UUID]:
 
 
 def dispatch_due(*, now: datetime | None = None) -> int:
-    """Start a turn for every mailbox with due work that has none pending; returns turns started."""
+    """Start a turn for every mailbox with due work that has none pending; returns mailboxes started.
+
+    Mailboxes are grouped into turn tasks (see `turn_group_size`).
+    """
     now = now or timezone.now()
-    started = 0
-    for mailbox_id in due_mailbox_ids(now=now):
-        started += schedule_turn(mailbox_id=mailbox_id, at=now)
-    return started
+    due = due_mailbox_ids(now=now)
+    size = turn_group_size(len(due))
+    return sum(schedule_turns(mailbox_ids=due[i : i + size], at=now) for i in range(0, len(due), size))
 
 
 # =========================================================================== the sweep

@@ -1,0 +1,113 @@
+"""One turn task serves a group of mailboxes for a few seconds: every slot still paced, capped and claimed once."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.cache import cache
+
+from email_service.models import EmailSendQueue
+from email_service.services import dispatch
+from tests.factories import EmailSendQueueFactory
+from tests.sending.gmail import connect_mailbox, make_test_sandbox, point_settings_at
+from tests.sending.workers import purge_broker
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sandbox(settings):
+    purge_broker()
+    with make_test_sandbox() as running:
+        point_settings_at(settings, running)
+        yield running
+    purge_broker()
+
+
+def queue(mailbox, count):
+    return [EmailSendQueueFactory(client=mailbox.client, mailbox=mailbox) for _ in range(count)]
+
+
+def turn_key(mailbox):
+    return f"oree:send-turn:{mailbox.pk}"
+
+
+def published_turns():
+    """The `send_turns` tasks waiting in the broker, as their mailbox-id lists."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    groups = []
+    for raw in broker.lrange("celery", 0, -1):
+        message = json.loads(raw)
+        if message["headers"]["task"] == "email_service.send_turns":
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            groups.append(args[0])
+    return groups
+
+
+def test_one_turn_task_sends_every_due_email_of_its_mailboxes_each_at_its_pace(sandbox, alice):
+    boxes = [connect_mailbox(sandbox, client=alice, email=f"box{n}@alice.test") for n in range(2)]
+    rows = [row for box in boxes for row in queue(box, 3)]
+
+    outcomes = dispatch.run_turns(mailbox_ids=[box.pk for box in boxes], budget_seconds=10)
+
+    assert outcomes["sent"] == 6
+    assert set(EmailSendQueue.objects.filter(pk__in=[r.pk for r in rows]).values_list("status", flat=True)) == {"sent"}
+    for box in boxes:
+        assert len(sandbox.sent_messages(box.email)) == 3
+        starts = sorted(EmailSendQueue.objects.filter(mailbox=box).values_list("send_started_at", flat=True))
+        interval = 1 / min(box.max_sends_per_second, settings.MAILBOX_MAX_SENDS_PER_SECOND)
+        assert min((b - a).total_seconds() for a, b in itertools.pairwise(starts)) >= 0.9 * interval - 1e-6
+        # Nothing left: the mailbox leaves the group and the dispatcher may start it again later.
+        assert cache.get(turn_key(box)) is None
+    assert published_turns() == []
+
+
+def test_when_the_budget_runs_out_the_group_goes_on_as_one_new_turn_task(sandbox, alice):
+    busy = connect_mailbox(sandbox, client=alice, email="busy@alice.test", max_sends_per_second=2)
+    idle = connect_mailbox(sandbox, client=alice, email="idle@alice.test")
+    queue(busy, 10)
+
+    outcomes = dispatch.run_turns(mailbox_ids=[busy.pk, idle.pk], budget_seconds=0.8)
+
+    # 2/s over 0.8 s: the slot at once and at most two more; the rest wait for the next task.
+    sent = EmailSendQueue.objects.filter(mailbox=busy, status="sent").count()
+    assert 1 <= sent <= 3 and outcomes["sent"] == sent
+    assert EmailSendQueue.objects.filter(mailbox=busy, status="queued").count() == 10 - sent
+    assert published_turns() == [[str(busy.pk)]]
+    assert cache.get(turn_key(busy)) is not None and cache.get(turn_key(idle)) is None
+    # The pending turn keeps the beat from starting a second one for the busy mailbox.
+    assert dispatch.dispatch_due() == 0
+
+
+def test_a_mailbox_reaching_its_daily_cap_rests_while_its_group_goes_on(sandbox, alice):
+    capped = connect_mailbox(sandbox, client=alice, email="capped@alice.test", daily_limit=1)
+    other = connect_mailbox(sandbox, client=alice, email="other@alice.test")
+    queue(capped, 3)
+    queue(other, 2)
+
+    outcomes = dispatch.run_turns(mailbox_ids=[capped.pk, other.pk], budget_seconds=10)
+
+    assert outcomes["sent"] == 3 and outcomes["daily_cap"] == 1
+    assert len(sandbox.sent_messages("capped@alice.test")) == 1
+    assert len(sandbox.sent_messages("other@alice.test")) == 2
+    assert cache.get(turn_key(capped)) == "rest"
+    assert EmailSendQueue.objects.filter(mailbox=capped, status="queued").count() == 2
+
+
+def test_the_dispatcher_spreads_many_due_mailboxes_over_groups_and_few_over_one_each(sandbox, alice):
+    assert [dispatch.turn_group_size(n) for n in (1, 2, 16, 17, 40, 200, 5000)] == [1, 1, 1, 2, 3, 8, 8]
+    boxes = [connect_mailbox(sandbox, client=alice, email=f"b{n}@alice.test") for n in range(20)]
+    for box in boxes:
+        queue(box, 1)
+
+    assert dispatch.dispatch_due() == 20
+
+    groups = published_turns()
+    assert sorted(len(group) for group in groups) == [2] * 10
+    assert sorted(itertools.chain.from_iterable(groups)) == sorted(str(box.pk) for box in boxes)
+    assert dispatch.dispatch_due() == 0  # every mailbox has its turn pending
