@@ -7,10 +7,11 @@ from datetime import timedelta
 from django.utils import timezone
 
 from email_service.sandbox.testing import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SCOPES, make_test_sandbox
+from email_service.services import dispatch
 from email_service.services.mailbox_credentials import encrypt_secret
-from tests.factories import MailboxFactory
+from tests.factories import EmailSendQueueFactory, MailboxFactory
 
-__all__ = ["connect_mailbox", "make_test_sandbox", "point_settings_at", "sandbox_env"]
+__all__ = ["connect_mailbox", "fresh", "make_test_sandbox", "point_settings_at", "queue", "sandbox_env", "turn"]
 
 
 def point_settings_at(settings, sandbox) -> None:
@@ -50,3 +51,20 @@ def connect_mailbox(sandbox, *, client, email: str, display_name: str = "Sam Sen
         scopes=" ".join(TEST_SCOPES),
         **fields,
     )
+
+
+def queue(mailbox, **fields):
+    """A queued email of `mailbox`'s client, assigned to it."""
+    return EmailSendQueueFactory(client=mailbox.client, mailbox=mailbox, **fields)
+
+
+def turn(mailbox, now=None):
+    """Claim the mailbox's next due row and send it, as a worker's turn does; the outcome's name."""
+    result = dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="test-worker", now=now or timezone.now())
+    assert result.claim is not None, result.skipped
+    return dispatch.send_claimed_email(claim=result.claim)
+
+
+def fresh(row):
+    row.refresh_from_db()
+    return row

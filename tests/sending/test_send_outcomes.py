@@ -18,38 +18,10 @@ from email_service.sandbox.models import (
     OP_SEND,
 )
 from email_service.services import dispatch
-from tests.factories import EmailSendQueueFactory, LeadFactory
-from tests.sending.gmail import connect_mailbox, make_test_sandbox, point_settings_at
+from tests.factories import LeadFactory
+from tests.sending.gmail import fresh, queue, turn
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def sandbox(settings):
-    with make_test_sandbox() as running:
-        point_settings_at(settings, running)
-        yield running
-
-
-@pytest.fixture
-def mailbox(sandbox, alice):
-    return connect_mailbox(sandbox, client=alice, email="sam@alice.test", display_name="Sam from Alice")
-
-
-def queue(mailbox, **fields):
-    return EmailSendQueueFactory(client=mailbox.client, mailbox=mailbox, **fields)
-
-
-def turn(mailbox, now=None):
-    """Claim the mailbox's next due row and send it, as a worker's turn does; the outcome's name."""
-    result = dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="test-worker", now=now or timezone.now())
-    assert result.claim is not None, result.skipped
-    return dispatch.send_claimed_email(claim=result.claim)
-
-
-def fresh(row):
-    row.refresh_from_db()
-    return row
 
 
 def test_accepted_the_row_is_sent_with_gmail_ids_an_event_and_rollups(sandbox, mailbox):

@@ -12,37 +12,10 @@ from django.utils import timezone
 from email_service.models import EmailEvent
 from email_service.services import dispatch, pacing
 from email_service.services.windows import next_local_midnight
-from tests.factories import EmailSendQueueFactory, LeadFactory
-from tests.sending.gmail import connect_mailbox, make_test_sandbox, point_settings_at
+from tests.factories import LeadFactory
+from tests.sending.gmail import fresh, queue, turn
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def sandbox(settings):
-    with make_test_sandbox() as running:
-        point_settings_at(settings, running)
-        yield running
-
-
-@pytest.fixture
-def mailbox(sandbox, alice):
-    return connect_mailbox(sandbox, client=alice, email="sam@alice.test", display_name="Sam from Alice")
-
-
-def queue(mailbox, **fields):
-    return EmailSendQueueFactory(client=mailbox.client, mailbox=mailbox, **fields)
-
-
-def turn(mailbox, now=None):
-    result = dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="test-worker", now=now or timezone.now())
-    assert result.claim is not None, result.skipped
-    return dispatch.send_claimed_email(claim=result.claim)
-
-
-def fresh(row):
-    row.refresh_from_db()
-    return row
 
 
 def test_a_follow_up_whose_gmail_thread_is_gone_goes_out_once_in_a_new_thread_with_the_reason(sandbox, mailbox):
