@@ -6,11 +6,9 @@ of the verified token, and another client's object id answers 404.
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from typing import Any, cast
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -26,20 +24,7 @@ from email_service.services import stats
 from email_service.services.campaigns import pause_campaign, resume_campaign
 from email_service.services.client_settings import client_settings, update_client_settings
 from email_service.services.mailboxes import disconnect_mailbox_by_request
-
-
-def client_ip(request: Request) -> str | None:
-    """The caller's IP: the socket's address, or the entry TRUSTED_PROXY_COUNT from the right of X-Forwarded-For."""
-    candidate = str(request.META.get("REMOTE_ADDR", ""))
-    if settings.TRUSTED_PROXY_COUNT:
-        hops = [hop.strip() for hop in str(request.META.get("HTTP_X_FORWARDED_FOR", "")).split(",") if hop.strip()]
-        if len(hops) >= settings.TRUSTED_PROXY_COUNT:
-            candidate = hops[-settings.TRUSTED_PROXY_COUNT]
-    try:
-        return str(ipaddress.ip_address(candidate))
-    except ValueError:
-        return None
-
+from email_service.services.tracking import client_ip
 
 # --- Shapes --------------------------------------------------------------------------------------
 
@@ -273,7 +258,7 @@ class LoginView(APIView):
         result = auth_service.login(
             email=body.validated_data["email"],
             password=body.validated_data["password"],
-            ip=client_ip(request),
+            ip=client_ip(request.META),
             user_agent=str(request.META.get("HTTP_USER_AGENT", "")),
         )
         payload = {

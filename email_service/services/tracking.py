@@ -245,14 +245,17 @@ def client_ip(meta: Mapping[str, Any]) -> str | None:
 
     Each trusted proxy appends the address it saw, so the entry the outermost one appended is the
     client. Anything unparsable gives None rather than an error: recording must go on.
+    Also the dashboard's login throttle's notion of "the caller's IP".
     """
     trusted = settings.TRUSTED_PROXY_COUNT
     if trusted > 0:
         header = meta.get("HTTP_X_FORWARDED_FOR")
         if isinstance(header, str) and header:
             entries = [entry for entry in header[:2048].split(",") if entry.strip()]
-            if entries:
-                return _parse_ip(entries[-trusted] if len(entries) >= trusted else entries[0])
+            # Fewer entries than trusted proxies: the request did not come through them all,
+            # so every entry may be forged; the socket's address is the only fact left.
+            if len(entries) >= trusted:
+                return _parse_ip(entries[-trusted])
     remote = meta.get("REMOTE_ADDR")
     return _parse_ip(remote) if isinstance(remote, str) else None
 

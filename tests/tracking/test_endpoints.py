@@ -275,3 +275,11 @@ def test_the_click_path_encodes_nothing_from_the_request_into_the_location(brows
     url = "https://example.com/a?b=" + quote("c d/é")
     link = EmailClickTracking.objects.create(message=message, url=url)
     assert browser.get(f"/api/track/click/{link.token}", HTTP_HOST="evil.example")["Location"] == url
+
+
+@override_settings(TRUSTED_PROXY_COUNT=2)
+def test_fewer_forwarded_entries_than_trusted_proxies_falls_back_to_the_socket_address(browser, pixel):
+    """One entry where two proxies should have appended: it may be forged, so it is not believed."""
+    browser.get(f"/api/track/open/{pixel.token}.png", HTTP_X_FORWARDED_FOR="203.0.113.66")
+    drain()
+    assert EmailEvent.objects.get(event_type="open").ip == "127.0.0.1"
