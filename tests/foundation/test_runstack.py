@@ -71,7 +71,7 @@ def test_runstack_serves_a_healthy_system_without_postgres_or_redis(tmp_path):
             output, _ = process.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate()
+            process.communicate()
             raise
     assert "demo@oreestats.local" in output
     assert "Stopped." in output

@@ -5,6 +5,7 @@ The first README command calls this. Ctrl-C (or any one process dying) stops all
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -73,7 +74,10 @@ class Command(BaseCommand):
         try:
             for name, command in processes.items():
                 # Our own fixed argv, no shell.
-                running[name] = subprocess.Popen(command, cwd=settings.BASE_DIR, env=os.environ.copy())  # noqa: S603
+                # Each in its own process group, so stopping it reaches its pool and worker processes too.
+                running[name] = subprocess.Popen(  # noqa: S603
+                    command, cwd=settings.BASE_DIR, env=os.environ.copy(), start_new_session=True
+                )
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Running: web http://{host}:{port}/ (API docs /api/docs/, health /api/health), "
@@ -90,7 +94,9 @@ class Command(BaseCommand):
                         break
                 time.sleep(0.5)
         finally:
-            for process in [*running.values(), *extras]:
+            for process in running.values():
+                _signal_group(process, signal.SIGTERM)
+            for process in extras:
                 if process.poll() is None:
                     process.terminate()
             deadline = time.monotonic() + 15
@@ -99,6 +105,15 @@ class Command(BaseCommand):
                     process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     process.kill()
+            # Whatever a child left behind (a prefork pool process, a gunicorn worker) goes too.
+            for process in running.values():
+                _signal_group(process, signal.SIGKILL)
         self.stdout.write("Stopped.")
         if exit_code:
             sys.exit(exit_code)
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal the process group `process` leads; a group already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
