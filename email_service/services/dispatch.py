@@ -46,7 +46,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, Min, OuterRef, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -60,7 +60,7 @@ from email_service.services.events import record_event
 from email_service.services.gmail_clients import forget_gmail_client, gmail_for
 from email_service.services.mailbox_credentials import TokenDecryptionError
 from email_service.services.mailboxes import disconnect_mailbox, mailbox_authorization_revoked
-from email_service.services.message_builder import BuiltMessage, build_message, new_message_id
+from email_service.services.message_builder import BuiltMessage, build_message, message_id_suffix, new_message_id
 from email_service.services.windows import SendWindow, next_local_midnight, scheduled_for
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ class Claim:
     client: Client
     reservation: pacing.SlotReservation
     worker: str
+    fresh: bool = False
+    """This claim fixed the row's Message-ID: its first build, no tracking rows of an earlier one."""
 
 
 @dataclass(frozen=True)
@@ -158,18 +160,31 @@ def claimable_emails(*, mailbox_id: uuid.UUID | str, now: datetime | None) -> An
 
 
 def claim_next_email(
-    *, mailbox_id: uuid.UUID | str, worker: str, now: datetime | None = None, rng: random.Random | None = None
+    *,
+    mailbox_id: uuid.UUID | str,
+    worker: str,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+    loaded: tuple[Mailbox, Client] | None = None,
 ) -> Turn:
     """Take one pace slot and one due row of the mailbox, in one transaction; see the module docstring.
 
     Without `now`, the slot and the due check use the database's clock (see services.pacing).
+    `loaded`: the mailbox and client as a previous turn of this task left them (run_turns), to
+    spare their reload. Nothing that must hold is decided on that copy: the pacing statement reads
+    status, rate, caps and time zone from the rows themselves and returns the mailbox as it now is,
+    and a refused slot reloads both before telling why. Only the send window and the gap are taken
+    from the copy, at most one turn budget old.
     """
     db_now = now
     now = now or timezone.now()
-    mailbox = Mailbox.objects.select_related("client").filter(pk=mailbox_id).first()
-    if mailbox is None or mailbox.status not in SENDING_MAILBOX_STATUSES:
-        return Turn(None, None, "mailbox_not_sending")
-    client = mailbox.client
+    if loaded is None:
+        mailbox = Mailbox.objects.select_related("client").filter(pk=mailbox_id).first()
+        if mailbox is None or mailbox.status not in SENDING_MAILBOX_STATUSES:
+            return Turn(None, None, "mailbox_not_sending")
+        client = mailbox.client
+    else:
+        mailbox, client = loaded
     window = SendWindow.for_client(client)
     opening = window.next_opening(now)
     if opening != now:
@@ -182,39 +197,23 @@ def claim_next_email(
             if reservation is None:
                 raise _NoClaim("paced")
             now = reservation.granted_at
-            # The lead's status and the suppression list are read in the claiming statement itself:
-            # an unsubscribe or reply may have come in since enqueue.
-            email = (
-                claimable_emails(mailbox_id=mailbox.pk, now=now)
-                .annotate(
-                    lead_active=Exists(Lead.objects.filter(pk=OuterRef("lead_id"), status=Lead.Status.ACTIVE)),
-                    suppressed=Exists(
-                        Suppression.objects.filter(
-                            client_id=OuterRef("client_id"), email=Lower(OuterRef("recipient_email"))
-                        )
-                    ),
-                )
-                .select_for_update(skip_locked=True, of=("self",))
-                .order_by("next_attempt_at", "sequence_number", "created_at")
-                .first()
+            claimed = _claim_due_row(
+                mailbox=mailbox, worker=worker, now=now, lease_until=now + timedelta(seconds=lease_seconds())
             )
-            if email is None:
+            if claimed is None:
                 raise _NoClaim("nothing_due")  # rolls the slot back untouched
-            if not email.lead_active or email.suppressed:
-                EmailSendQueue.objects.filter(pk=email.pk).update(
-                    status=Status.CANCELLED, status_reason="recipient_suppressed", updated_at=now
-                )
+            email, fresh = claimed
+            if email.status == Status.CANCELLED:
                 pacing.release_send_slot(reservation=reservation)
                 return Turn(None, reservation.next_send_at, "suppressed")
-            email.status, email.status_reason = Status.SENDING, ""
-            email.attempts += 1
-            email.lease_expires_at = now + timedelta(seconds=lease_seconds())
-            email.claimed_by = worker
-            email.send_started_at = now
-            email.message_id = email.message_id or new_message_id(email=email, mailbox=mailbox)
-            email.save(update_fields=_CLAIM_FIELDS)
     except _NoClaim as no_claim:
         if no_claim.reason == "paced":
+            if loaded is not None:
+                # Our copy may be behind (another worker's send, a pause): decide on the rows.
+                current = Mailbox.objects.select_related("client").filter(pk=mailbox_id).first()
+                if current is None or current.status not in SENDING_MAILBOX_STATUSES:
+                    return Turn(None, None, "mailbox_not_sending")
+                mailbox, client = current, current.client
             free_at = _mailbox_free_at(mailbox, client, now)
             if free_at - now > TURN_HORIZON:
                 # At its daily cap (ours or Gmail's): no turn until the mailbox can send again.
@@ -222,7 +221,119 @@ def claim_next_email(
             return Turn(None, _next_due(mailbox, earliest=free_at, now=now), "paced")
         return Turn(None, _next_due(mailbox, earliest=now, now=now), no_claim.reason)
     email.mailbox, email.client = mailbox, client
-    return Turn(Claim(email, mailbox, client, reservation, worker), reservation.next_send_at)
+    return Turn(Claim(email, mailbox, client, reservation, worker, fresh), reservation.next_send_at)
+
+
+def _claim_due_row(
+    *, mailbox: Mailbox, worker: str, now: datetime, lease_until: datetime
+) -> tuple[EmailSendQueue, bool] | None:
+    """Lock the mailbox's next claimable row (`SKIP LOCKED`) and claim it; None when nothing is due.
+
+    The lead's status and the suppression list are read in the claiming statement itself: an
+    unsubscribe or reply may have come in since enqueue. Such a row comes back `cancelled`
+    (`recipient_suppressed`) instead of claimed. The flag says whether this claim fixed the row's
+    Message-ID (its first build). Must run inside the transaction that took the pace slot.
+    """
+    if connection.vendor == "postgresql":
+        return _claim_due_row_postgresql(mailbox=mailbox, worker=worker, now=now, lease_until=lease_until)
+    email = (
+        claimable_emails(mailbox_id=mailbox.pk, now=now)
+        .annotate(
+            lead_active=Exists(Lead.objects.filter(pk=OuterRef("lead_id"), status=Lead.Status.ACTIVE)),
+            suppressed=Exists(
+                Suppression.objects.filter(client_id=OuterRef("client_id"), email=Lower(OuterRef("recipient_email")))
+            ),
+        )
+        .select_for_update(skip_locked=True, of=("self",))
+        .order_by("next_attempt_at", "sequence_number", "created_at")
+        .first()
+    )
+    if email is None:
+        return None
+    if not email.lead_active or email.suppressed:
+        email.status, email.status_reason, email.updated_at = Status.CANCELLED, SUPPRESSED, now
+        email.save(update_fields=["status", "status_reason", "updated_at"])
+        return email, False
+    email.status, email.status_reason = Status.SENDING, ""
+    email.attempts += 1
+    email.lease_expires_at = lease_until
+    email.claimed_by = worker
+    email.send_started_at = now
+    fresh = not email.message_id
+    email.message_id = email.message_id or new_message_id(email=email, mailbox=mailbox)
+    email.save(update_fields=_CLAIM_FIELDS)
+    return email, fresh
+
+
+SUPPRESSED = "recipient_suppressed"
+_QUEUE = EmailSendQueue._meta.db_table
+_QUEUE_FIELDS = list(EmailSendQueue._meta.concrete_fields)
+_QUEUE_CONVERTED = [(n, f) for n, f in enumerate(_QUEUE_FIELDS) if hasattr(f, "from_db_value")]
+# The PostgreSQL claim in one statement: the same rows as `claimable_emails` (due, campaign
+# active, no earlier step unsent), the same order, locked with SKIP LOCKED and updated at once.
+_CLAIM_SQL = f"""
+    WITH pick AS (
+        SELECT q.id, q.message_id AS message_id_before,
+            EXISTS (SELECT 1 FROM {Lead._meta.db_table} l WHERE l.id = q.lead_id AND l.status = %(lead_active)s)
+            AND NOT EXISTS (
+                SELECT 1 FROM {Suppression._meta.db_table} s
+                WHERE s.client_id = q.client_id AND s.email = LOWER(q.recipient_email)
+            ) AS ok
+        FROM {_QUEUE} q JOIN {Campaign._meta.db_table} cp ON cp.id = q.campaign_id
+        WHERE q.mailbox_id = %(mailbox)s AND q.status = %(queued)s AND cp.status = %(campaign_active)s
+          AND q.next_attempt_at <= %(now)s
+          AND NOT EXISTS (
+              SELECT 1 FROM {_QUEUE} e
+              WHERE e.lead_id = q.lead_id AND e.campaign_id = q.campaign_id
+                AND e.sequence_number < q.sequence_number AND e.status = ANY(%(unsent)s)
+          )
+        ORDER BY q.next_attempt_at, q.sequence_number, q.created_at
+        LIMIT 1
+        FOR UPDATE OF q SKIP LOCKED
+    )
+    UPDATE {_QUEUE} AS q SET
+        status = CASE WHEN pick.ok THEN %(sending)s ELSE %(cancelled)s END,
+        status_reason = CASE WHEN pick.ok THEN '' ELSE %(suppressed)s END,
+        attempts = q.attempts + CASE WHEN pick.ok THEN 1 ELSE 0 END,
+        lease_expires_at = CASE WHEN pick.ok THEN %(lease_until)s ELSE q.lease_expires_at END,
+        claimed_by = CASE WHEN pick.ok THEN %(worker)s ELSE q.claimed_by END,
+        send_started_at = CASE WHEN pick.ok THEN %(now)s ELSE q.send_started_at END,
+        message_id = CASE WHEN pick.ok AND q.message_id = ''
+            THEN '<' || replace(q.id::text, '-', '') || %(message_id_suffix)s ELSE q.message_id END,
+        updated_at = %(now)s
+    FROM pick
+    WHERE q.id = pick.id
+    RETURNING {", ".join(f"q.{field.column}" for field in _QUEUE_FIELDS)}, pick.message_id_before = ''
+"""  # noqa: S608 - table and column names come from model metadata; every value is a parameter
+
+
+def _claim_due_row_postgresql(
+    *, mailbox: Mailbox, worker: str, now: datetime, lease_until: datetime
+) -> tuple[EmailSendQueue, bool] | None:
+    params: dict[str, Any] = {
+        "mailbox": mailbox.pk,
+        "now": now,
+        "lead_active": Lead.Status.ACTIVE.value,
+        "queued": Status.QUEUED.value,
+        "campaign_active": Campaign.Status.ACTIVE.value,
+        "unsent": [status.value for status in UNSENT_BEFORE_STEP],
+        "sending": Status.SENDING.value,
+        "cancelled": Status.CANCELLED.value,
+        "suppressed": SUPPRESSED,
+        "lease_until": lease_until,
+        "worker": worker,
+        "message_id_suffix": message_id_suffix(mailbox),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row[: len(_QUEUE_FIELDS)])
+    for n, field in _QUEUE_CONVERTED:
+        values[n] = field.from_db_value(values[n], None, connection)
+    email = EmailSendQueue.from_db(connection.alias, [field.attname for field in _QUEUE_FIELDS], values)
+    return email, bool(row[-1]) and email.status == Status.SENDING
 
 
 def _mailbox_free_at(mailbox: Mailbox, client: Client, now: datetime) -> datetime:
@@ -254,7 +365,7 @@ def send_claimed_email(*, claim: Claim, now: datetime | None = None) -> str:
 
     email, mailbox = claim.email, claim.mailbox
     try:
-        built = build_message(email=email, mailbox=mailbox, now=now)
+        built = build_message(email=email, mailbox=mailbox, now=now, fresh=claim.fresh)
         client = gmail_for(mailbox)
     except TokenDecryptionError as error:
         return _mailbox_unusable(claim, error)
@@ -630,6 +741,8 @@ def run_turns(
     pending: list[tuple[float, int, str]] = [(started, n, str(m)) for n, m in enumerate(mailbox_ids)]
     heapq.heapify(pending)
     later: dict[str, datetime] = {}
+    # Each mailbox and its client as its last successful turn left them (see claim_next_email).
+    loaded: dict[str, tuple[Mailbox, Client]] = {}
     while pending:
         when, order, mailbox_id = pending[0]
         if when > deadline:
@@ -638,9 +751,10 @@ def run_turns(
         wait = when - time.monotonic()
         if wait > 0:
             sleep(wait)
-        turn = claim_next_email(mailbox_id=mailbox_id, worker=worker)
+        turn = claim_next_email(mailbox_id=mailbox_id, worker=worker, loaded=loaded.pop(mailbox_id, None))
         if turn.claim is not None:
             outcomes[send_claimed_email(claim=turn.claim)] += 1
+            loaded[mailbox_id] = (turn.claim.mailbox, turn.claim.client)
         else:
             outcomes[turn.skipped] += 1
         if turn.rest_until is not None:

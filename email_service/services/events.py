@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from django.db import IntegrityError, connection, models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from email_service.models import (
@@ -109,7 +109,9 @@ def record_event(
     occurred_at = occurred_at or timezone.now()
     tz_name = tz_name or message.client.timezone
     rule = rule_for(event_type, is_machine=is_machine)
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction: nothing here is caught and carried on from, and
+    # a repeated `dedupe_key` is skipped by the INSERT itself (two round trips fewer per event).
+    with transaction.atomic(savepoint=False):
         event = EmailEvent(
             **event_fields_from_message(message),
             event_type=event_type,
@@ -119,14 +121,8 @@ def record_event(
             dedupe_key=dedupe_key,
             **fields,
         )
-        if dedupe_key is None:
-            event.save(force_insert=True)
-        else:
-            try:
-                with transaction.atomic():
-                    event.save(force_insert=True)
-            except IntegrityError:
-                return None
+        if not _insert_once(event):
+            return None
         _apply_rule(
             message=message,
             event_type=event_type,
@@ -136,6 +132,28 @@ def record_event(
             tz_name=tz_name,
         )
     return event
+
+
+_EVENT_FIELDS = [field for field in EmailEvent._meta.concrete_fields if field is not EmailEvent._meta.pk]
+_INSERT_EVENT = (
+    f"INSERT INTO {EmailEvent._meta.db_table} ({', '.join(field.column for field in _EVENT_FIELDS)}) "  # noqa: S608 - names from model metadata
+    f"VALUES ({', '.join(['%s'] * len(_EVENT_FIELDS))}) ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
+def _insert_once(event: EmailEvent) -> bool:
+    """INSERT the event unless its `dedupe_key` is already recorded (the only unique column it has
+    besides its generated id); sets its id. PostgreSQL and SQLite both take ON CONFLICT DO NOTHING.
+    """
+    values = [field.get_db_prep_save(field.pre_save(event, True), connection) for field in _EVENT_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_EVENT, values)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    event.pk = row[0]
+    event._state.adding, event._state.db = False, connection.alias
+    return True
 
 
 def record_queued_events(*, messages: Sequence[EmailSendQueue], occurred_at: datetime) -> None:

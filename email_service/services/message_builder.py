@@ -48,7 +48,12 @@ class BuiltMessage:
 
 def new_message_id(*, email: EmailSendQueue, mailbox: Mailbox) -> str:
     """A globally unique RFC 5322 Message-ID under the mailbox's domain, tied to the row."""
-    return f"<{email.pk.hex}.{secrets.token_hex(6)}@{mailbox.domain}>"
+    return f"<{email.pk.hex}{message_id_suffix(mailbox)}"
+
+
+def message_id_suffix(mailbox: Mailbox) -> str:
+    """What follows the row id (32 hex digits) in a new Message-ID: random part, domain, `>`."""
+    return f".{secrets.token_hex(6)}@{mailbox.domain}>"
 
 
 def strip_reply_prefixes(subject: str) -> str:
@@ -131,8 +136,14 @@ def html_to_text(body: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
-def build_message(*, email: EmailSendQueue, mailbox: Mailbox, now: datetime | None = None) -> BuiltMessage:
-    """The message as it leaves; `email.message_id` must already be fixed on the row."""
+def build_message(
+    *, email: EmailSendQueue, mailbox: Mailbox, now: datetime | None = None, fresh: bool = False
+) -> BuiltMessage:
+    """The message as it leaves; `email.message_id` must already be fixed on the row.
+
+    `fresh`: this is the row's first build (its claim just fixed the Message-ID), so it has no
+    tracking rows of an earlier build to reuse (services.tracking spares the lookups).
+    """
     assert email.message_id, "the Message-ID is fixed when the row is claimed"
     previous = previous_step(email)
     subject, continues = thread_subject(requested=email.subject, previous=previous)
@@ -156,7 +167,7 @@ def build_message(*, email: EmailSendQueue, mailbox: Mailbox, now: datetime | No
     message[QUEUE_ID_HEADER] = str(email.pk)
     message["List-Unsubscribe"] = f"<{tracking.unsubscribe_url(email)}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    body = tracking.prepare_tracked_html(message=email, html=email.body_html)
+    body = tracking.prepare_tracked_html(message=email, html=email.body_html, fresh=fresh)
     message.set_content(html_to_text(email.body_html), subtype="plain", charset="utf-8")
     message.add_alternative(body, subtype="html", charset="utf-8")
     return BuiltMessage(

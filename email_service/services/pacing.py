@@ -83,58 +83,67 @@ def reserve_send_slot(
     """
     if connection.vendor != "postgresql":
         return _reserve_send_slot_portable(mailbox=mailbox, client=client, now=now or timezone.now(), gap=gap_seconds)
-    cap = daily_cap(mailbox=mailbox, client=client)
-    rate_interval = send_interval_seconds(mailbox)
     ops = connection.ops
     params = {
         "id": Mailbox._meta.pk.get_db_prep_value(mailbox.pk, connection),
         "now": ops.adapt_datetimefield_value(now) if now is not None else None,
-        "tz": client.timezone,
-        # The slot after this one: one interval after the previous slot (on schedule even if this
-        # turn ran late), never sooner than 0.9 rate-interval from now, never before the client's gap.
-        "soonest": max(rate_interval * (1 - PACE_SLACK), gap_seconds),
-        "step": max(rate_interval, gap_seconds),
-        "cap": cap,
+        "ceiling": float(settings.MAILBOX_MAX_SENDS_PER_SECOND),
+        "slack": 1 - PACE_SLACK,
+        "gap": gap_seconds,
         "active": Mailbox.Status.ACTIVE.value,
         "limited": Mailbox.Status.LIMITED.value,
     }
-    # Everything is computed from the row as it is when the statement gets its lock: a concurrent
-    # winner's values are re-read (READ COMMITTED re-evaluates WHERE and SET on the new version),
-    # so its `next_send_at` in the future makes this statement match nothing.
-    sql = f"""
-        WITH clock AS (
-            SELECT c.now, (c.now AT TIME ZONE %(tz)s)::date AS today
-            FROM (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now) c
-        )
-        UPDATE {_TABLE} AS m SET
-            sent_today = CASE WHEN m.sent_today_date = clock.today THEN m.sent_today + 1 ELSE 1 END,
-            sent_today_date = clock.today,
-            next_send_at = GREATEST(
-                clock.now + %(soonest)s * INTERVAL '1 second', m.next_send_at + %(step)s * INTERVAL '1 second'
-            ),
-            last_sent_at = clock.now,
-            status = %(active)s,
-            status_reason = CASE WHEN m.status = %(limited)s THEN '' ELSE m.status_reason END,
-            cooldown_until = NULL
-        FROM clock
-        WHERE m.id = %(id)s
-          AND (m.status = %(active)s OR (m.status = %(limited)s AND m.cooldown_until <= clock.now))
-          AND (m.cooldown_until IS NULL OR m.cooldown_until <= clock.now)
-          AND (m.next_send_at IS NULL OR m.next_send_at <= clock.now)
-          AND (CASE WHEN m.sent_today_date = clock.today THEN m.sent_today ELSE 0 END) < %(cap)s
-        RETURNING m.sent_today, m.sent_today_date, m.next_send_at, clock.now
-    """  # noqa: S608 - the table name comes from model metadata; every value is a parameter
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_RESERVE_SQL, params)
         row = cursor.fetchone()
     if row is None:
         return None
-    sent_today, today, next_send_at, granted_at = int(row[0]), row[1], row[2], row[3]
-    mailbox.sent_today, mailbox.sent_today_date, mailbox.next_send_at = sent_today, today, next_send_at
-    mailbox.status, mailbox.cooldown_until, mailbox.last_sent_at = Mailbox.Status.ACTIVE, None, granted_at
+    # The statement returns the whole row as it now is: the caller's copy is current again (a
+    # worker may keep its copy between turns; the limits it enforces were read by the statement).
+    for field, value in zip(_MAILBOX_FIELDS, row, strict=False):
+        setattr(mailbox, field.attname, value)
+    granted_at = row[-1]
     return SlotReservation(
-        mailbox_id=mailbox.pk, day=today, sent_today=sent_today, next_send_at=next_send_at, granted_at=granted_at
+        mailbox_id=mailbox.pk,
+        day=mailbox.sent_today_date,  # type: ignore[arg-type]  # set by the statement
+        sent_today=mailbox.sent_today,
+        next_send_at=mailbox.next_send_at,  # type: ignore[arg-type]  # set by the statement
+        granted_at=granted_at,
     )
+
+
+_MAILBOX_FIELDS = list(Mailbox._meta.concrete_fields)
+_CLIENT_TABLE = Client._meta.db_table
+# Everything is computed from the rows as they are when the statement gets its lock: a concurrent
+# winner's values are re-read (READ COMMITTED re-evaluates WHERE and SET on the new version), so
+# its `next_send_at` in the future makes this statement match nothing. The rate, the caps and the
+# time zone are read from the mailbox and client rows here, not from the caller's copies.
+# The slot after this one: one interval after the previous slot (on schedule even if this turn
+# ran late), never sooner than 0.9 interval from now, never before the client's gap.
+_INTERVAL = "(1.0 / LEAST(m.max_sends_per_second, %(ceiling)s))"
+_TODAY = "(clock.now AT TIME ZONE c.timezone)::date"
+_RESERVE_SQL = f"""
+    WITH clock AS (SELECT COALESCE(%(now)s::timestamptz, statement_timestamp()) AS now)
+    UPDATE {_TABLE} AS m SET
+        sent_today = CASE WHEN m.sent_today_date = {_TODAY} THEN m.sent_today + 1 ELSE 1 END,
+        sent_today_date = {_TODAY},
+        next_send_at = GREATEST(
+            clock.now + GREATEST({_INTERVAL} * %(slack)s, %(gap)s) * INTERVAL '1 second',
+            m.next_send_at + GREATEST({_INTERVAL}, %(gap)s) * INTERVAL '1 second'
+        ),
+        last_sent_at = clock.now,
+        status = %(active)s,
+        status_reason = CASE WHEN m.status = %(limited)s THEN '' ELSE m.status_reason END,
+        cooldown_until = NULL
+    FROM clock, {_CLIENT_TABLE} AS c
+    WHERE m.id = %(id)s AND c.id = m.client_id
+      AND (m.status = %(active)s OR (m.status = %(limited)s AND m.cooldown_until <= clock.now))
+      AND (m.cooldown_until IS NULL OR m.cooldown_until <= clock.now)
+      AND (m.next_send_at IS NULL OR m.next_send_at <= clock.now)
+      AND (CASE WHEN m.sent_today_date = {_TODAY} THEN m.sent_today ELSE 0 END)
+          < GREATEST(1, LEAST(m.daily_limit, c.mailbox_daily_limit))
+    RETURNING {", ".join(f"m.{field.column}" for field in _MAILBOX_FIELDS)}, clock.now
+"""  # noqa: S608 - table and column names come from model metadata; every value is a parameter
 
 
 def _reserve_send_slot_portable(

@@ -40,6 +40,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
 
 from email_service.models import EmailClickTracking, EmailSendQueue, EmailTrackingPixel
 from email_service.services import machine
@@ -153,65 +154,114 @@ def is_trackable(url: str) -> bool:
     return not lowered.startswith((f"{base}/u/", f"{base}/api/track/"))
 
 
-def _links_for(message: EmailSendQueue, destinations: list[str]) -> list[str]:
-    """A token per destination, reusing the ones of an earlier build of the same message.
+# Table names come from model metadata; every value is a parameter.
+_LINK_TABLE, _PIXEL_TABLE = EmailClickTracking._meta.db_table, EmailTrackingPixel._meta.db_table
+_INSERT_LINKS = f"INSERT INTO {_LINK_TABLE} (token, message_id, url, position, created_at) VALUES "  # noqa: S608
+_INSERT_PIXEL = f"INSERT INTO {_PIXEL_TABLE} (token, message_id, created_at) VALUES (%s, %s, %s)"  # noqa: S608
+
+
+class _TrackingRows:
+    """The pixel and links of one build: reused from an earlier build, or new and written in one go.
 
     A send retried after an unknown outcome rebuilds the body: the copy that may already be in
-    the recipient's inbox must keep working, so the same (position, url) keeps its token.
+    the recipient's inbox must keep working, so the same (position, url) keeps its token and the
+    pixel stays the same. A *fresh* build (the first of the message: the claim that fixed its
+    Message-ID, before which no build can have run) has nothing to look up, and writes its pixel
+    and links in a single statement.
     """
-    existing = {(link.position, link.url): link.token for link in EmailClickTracking.objects.filter(message=message)}
-    tokens: list[str] = []
-    created: list[EmailClickTracking] = []
-    for position, url in enumerate(destinations):
-        token = existing.get((position, url))
-        if token is None:
-            link = EmailClickTracking(message=message, url=url, position=position)
-            created.append(link)
-            token = link.token
-        tokens.append(token)
-    EmailClickTracking.objects.bulk_create(created)
-    if created:
-        transaction.on_commit(lambda: cache_links(created))
-    return tokens
+
+    def __init__(self, message: EmailSendQueue, *, fresh: bool) -> None:
+        self.message, self.fresh = message, fresh
+        self.new_links: list[EmailClickTracking] = []
+        self.new_pixel: EmailTrackingPixel | None = None
+
+    def link_tokens(self, destinations: list[str]) -> list[str]:
+        existing: dict[tuple[int, str], str] = {}
+        if not self.fresh:
+            links = EmailClickTracking.objects.filter(message=self.message)
+            existing = {(link.position, link.url): link.token for link in links}
+        tokens: list[str] = []
+        for position, url in enumerate(destinations):
+            token = existing.get((position, url))
+            if token is None:
+                link = EmailClickTracking(message=self.message, url=url, position=position)
+                self.new_links.append(link)
+                token = link.token
+            tokens.append(token)
+        return tokens
+
+    def pixel_token(self) -> str:
+        if not self.fresh:
+            pixel = EmailTrackingPixel.objects.filter(message=self.message).first()
+            if pixel is not None:
+                return pixel.token
+        self.new_pixel = EmailTrackingPixel(message=self.message)
+        return self.new_pixel.token
+
+    def save(self) -> None:
+        """Insert the new rows: one statement, atomic by itself (no transaction round trips)."""
+        parts: list[str] = []
+        params: list[Any] = []
+        now = timezone.now()
+        if self.new_links:
+            parts.append(_INSERT_LINKS + ", ".join(["(%s, %s, %s, %s, %s)"] * len(self.new_links)))
+            for link in self.new_links:
+                link.created_at = now
+                params += [link.token, link.message_id, link.url, link.position, now]
+        if self.new_pixel is not None:
+            self.new_pixel.created_at = now
+            parts.append(_INSERT_PIXEL)
+            params += [self.new_pixel.token, self.new_pixel.message_id, now]
+        if not parts:
+            return
+        sql = parts[0] if len(parts) == 1 else f"WITH links AS ({parts[0]} RETURNING 1) {parts[1]}"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        if self.new_links:
+            created = self.new_links
+            transaction.on_commit(lambda: cache_links(created))
 
 
-def _pixel_tag(message: EmailSendQueue) -> str:
-    pixel, _ = EmailTrackingPixel.objects.get_or_create(message=message)
+def _pixel_tag(token: str) -> str:
     return (
-        f'<img src="{pixel_url(pixel.token)}" width="1" height="1" alt="" '
+        f'<img src="{pixel_url(token)}" width="1" height="1" alt="" '
         'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0;" />'
     )
 
 
-def prepare_tracked_html(*, message: EmailSendQueue, html: str) -> str:
+def prepare_tracked_html(*, message: EmailSendQueue, html: str, fresh: bool = False) -> str:
     """The body as it goes out: links rewritten to tracked URLs and the open pixel added.
 
     The seam the sending pipeline's message builder calls for every message. Honours the
-    client's `click_tracking`/`open_tracking`; always fills `{{unsubscribe_url}}`.
+    client's `click_tracking`/`open_tracking`; always fills `{{unsubscribe_url}}`. `fresh` says
+    this is the message's first build (see `_TrackingRows`): nothing to reuse, nothing looked up.
     """
     client = message.client
     body = html
-    with transaction.atomic():
+    rows = _TrackingRows(message, fresh=fresh)
+    # A fresh build reads nothing and writes one statement: no transaction needed around it.
+    with contextlib.nullcontext() if fresh else transaction.atomic():
         if client.click_tracking:
-            body = _rewrite_links(message, body)
+            body = _rewrite_links(rows, body)
         if client.open_tracking:
             finder = _AnchorFinder(body)
             finder.feed(body)
             finder.close()
-            tag = _pixel_tag(message)
+            tag = _pixel_tag(rows.pixel_token())
             at = finder.body_end if finder.body_end is not None else len(body)
             body = body[:at] + tag + body[at:]
+        rows.save()
     return UNSUBSCRIBE_PLACEHOLDER_RE.sub(unsubscribe_url(message), body)
 
 
-def _rewrite_links(message: EmailSendQueue, body: str) -> str:
+def _rewrite_links(rows: _TrackingRows, body: str) -> str:
     finder = _AnchorFinder(body)
     finder.feed(body)
     finder.close()
     anchors = [a for a in finder.anchors if is_trackable(a.href.strip(_URL_STRIP))]
     if not anchors:
         return body
-    tokens = _links_for(message, [a.href.strip(_URL_STRIP) for a in anchors])
+    tokens = rows.link_tokens([a.href.strip(_URL_STRIP) for a in anchors])
     pieces: list[str] = []
     cursor = 0
     for anchor, token in zip(anchors, tokens, strict=True):

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import itertools
 import json
+import time
 
 import pytest
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from email_service.models import EmailSendQueue
+from email_service.models import EmailClickTracking, EmailSendQueue, EmailTrackingPixel, Mailbox
 from email_service.services import dispatch
+from email_service.services.message_builder import build_message
 from tests.factories import EmailSendQueueFactory
 from tests.sending.gmail import connect_mailbox, make_test_sandbox, point_settings_at
 from tests.sending.workers import purge_broker
@@ -111,3 +118,62 @@ def test_the_dispatcher_spreads_many_due_mailboxes_over_groups_and_few_over_one_
     assert sorted(len(group) for group in groups) == [2] * 10
     assert sorted(itertools.chain.from_iterable(groups)) == sorted(str(box.pk) for box in boxes)
     assert dispatch.dispatch_due() == 0  # every mailbox has its turn pending
+
+
+def test_a_group_keeps_its_mailbox_copy_but_a_pause_or_a_lower_limit_holds_at_the_next_slot(sandbox, alice):
+    """run_turns reuses each mailbox's copy between turns; the pacing statement reads the rows."""
+    paused = connect_mailbox(sandbox, client=alice, email="paused@alice.test")
+    lowered = connect_mailbox(sandbox, client=alice, email="lowered@alice.test")
+    queue(paused, 4)
+    queue(lowered, 4)
+    changed = []
+
+    def sleep_and_change(seconds):
+        # Between turns, after each mailbox sent once: an operator pauses one and lowers the other.
+        if not changed:
+            Mailbox.objects.filter(pk=paused.pk).update(status=Mailbox.Status.PAUSED)
+            Mailbox.objects.filter(pk=lowered.pk).update(daily_limit=2)
+            changed.append(True)
+        time.sleep(seconds)
+
+    outcomes = dispatch.run_turns(mailbox_ids=[paused.pk, lowered.pk], budget_seconds=10, sleep=sleep_and_change)
+
+    assert changed
+    assert len(sandbox.sent_messages("paused@alice.test")) == 1
+    assert len(sandbox.sent_messages("lowered@alice.test")) == 2
+    assert outcomes["mailbox_not_sending"] == 1 and outcomes["daily_cap"] == 1 and outcomes["sent"] == 3
+    assert cache.get(turn_key(paused)) is None and cache.get(turn_key(lowered)) == "rest"
+
+
+def test_the_first_claim_builds_fresh_and_a_retry_rebuilds_with_the_same_tokens(sandbox, alice):
+    box = connect_mailbox(sandbox, client=alice, email="retry@alice.test")
+    [row] = [EmailSendQueueFactory(client=alice, mailbox=box, body_html='<p><a href="https://a.example/x">x</a></p>')]
+
+    first = dispatch.claim_next_email(mailbox_id=box.pk, worker="w1")
+    assert first.claim is not None and first.claim.fresh
+    message_id = first.claim.email.message_id
+    assert message_id.startswith(f"<{row.pk.hex}.") and message_id.endswith("@alice.test>")
+    with CaptureQueriesContext(connection) as queries:
+        built = build_message(email=first.claim.email, mailbox=box, fresh=True)
+    assert len(queries) == 1  # the pixel and the link, one INSERT, no lookups
+    tokens = sorted(EmailClickTracking.objects.filter(message=row).values_list("token", flat=True))
+    pixel = EmailTrackingPixel.objects.get(message=row).token
+
+    # The attempt's outcome was unknown and it never left: queued again, due now, same Message-ID.
+    EmailSendQueue.objects.filter(pk=row.pk).update(status="queued", next_attempt_at=timezone.now())
+    Mailbox.objects.filter(pk=box.pk).update(next_send_at=None)
+    again = dispatch.claim_next_email(mailbox_id=box.pk, worker="w2")
+    assert again.claim is not None and not again.claim.fresh
+    assert again.claim.email.message_id == message_id and again.claim.email.attempts == 2
+    rebuilt = build_message(email=again.claim.email, mailbox=box, fresh=again.claim.fresh)
+    assert sorted(EmailClickTracking.objects.filter(message=row).values_list("token", flat=True)) == tokens
+    assert EmailTrackingPixel.objects.get(message=row).token == pixel
+    assert html_part(rebuilt.raw) == html_part(built.raw)
+    assert all(token in html_part(built.raw) for token in [*tokens, pixel])
+
+
+def html_part(raw: bytes) -> str:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    part = message.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
