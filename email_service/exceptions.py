@@ -55,11 +55,14 @@ class Throttled(OreeError):
         self.retry_after = retry_after
 
 
-class Unavailable(OreeError):
-    """A dependency is down; the caller may retry (503)."""
+class DependencyFailed(OreeError):
+    """A service we depend on (Google) could not be reached; the caller may retry (424).
 
-    status_code = 503
-    default_code = "unavailable"
+    Not a 5xx: CONTRACT.md keeps those for our own bugs (and /api/health's documented 503).
+    """
+
+    status_code = 424
+    default_code = "dependency_failed"
 
 
 class PayloadTooLarge(OreeError):

@@ -85,11 +85,11 @@ def send_next_for_mailbox_task(mailbox_id: str) -> str:
     soft_time_limit=_SEND_SOFT_LIMIT,
     acks_late=False,  # the database row, not a redelivered message, recovers a lost turn
 )
-def send_turns_task(mailbox_ids: list[str]) -> dict[str, int]:
+def send_turns_task(mailbox_ids: list[str], chain: str | None = None) -> dict[str, int]:
     """Turns of a group of mailboxes: each sends at its pace for a few seconds, then the group goes on."""
     from email_service.services.dispatch import run_turns
 
-    return run_turns(mailbox_ids=mailbox_ids)
+    return run_turns(mailbox_ids=mailbox_ids, chain=chain)
 
 
 @shared_task(name="email_service.resolve_email", time_limit=_SEND_HARD_LIMIT, soft_time_limit=_SEND_SOFT_LIMIT)

@@ -1,6 +1,6 @@
 """Run a sending benchmark on a baseline commit and on this tree in the same run, and print the ratio.
 
-    python bench/sending/compare.py BASE_REF drain [--rounds 2] [-- bench_sending.py options]
+    python bench/sending/compare.py BASE_REF drain [--rounds 2] [bench_sending.py options]
 
 The baseline is checked out into a temporary git worktree (sharing this tree's .venv) and the two
 trees take turns (base, this, base, this…) on the same machine, database and Redis, so load on a
@@ -36,9 +36,8 @@ def main() -> None:
     parser.add_argument("base_ref", help="the baseline commit, e.g. 7be7425 or main~3")
     parser.add_argument("scenario", choices=["drain", "paced", "enqueue"])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="options passed on to bench_sending.py (after --)")
-    args = parser.parse_args()
-    extra = [a for a in args.extra if a != "--"]
+    args, extra = parser.parse_known_args()  # the rest goes to bench_sending.py
+    extra = [a for a in extra if a != "--"]
     with tempfile.TemporaryDirectory(prefix="oree-bench-base-") as scratch:
         base = Path(scratch) / "tree"
         subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base_ref], cwd=ROOT, check=True)

@@ -112,10 +112,11 @@ class OAuthCallbackView(APIView):
             (400, "text/html"): OpenApiTypes.STR,
             (409, "application/json"): ErrorSerializer,
             (409, "text/html"): OpenApiTypes.STR,
-            (503, "application/json"): OpenApiResponse(
-                ErrorSerializer, description="`google_unavailable`: Google's token endpoint could not be reached."
+            (424, "application/json"): OpenApiResponse(
+                ErrorSerializer,
+                description="`google_unavailable`: Google's token endpoint could not be reached; connect again.",
             ),
-            (503, "text/html"): OpenApiTypes.STR,
+            (424, "text/html"): OpenApiTypes.STR,
         },
     )
     def get(self, request: Request) -> HttpResponseBase:

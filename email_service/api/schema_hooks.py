@@ -13,7 +13,7 @@ from typing import Any
 ERROR_COMPONENT = "Error"
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "Every 4xx (and the documented 503s): a message and a stable machine-readable code.",
+    "description": "Every 4xx (and /api/health's documented 503): a message and a stable machine-readable code.",
     "properties": {
         "detail": {"type": "string"},
         "code": {"type": "string"},

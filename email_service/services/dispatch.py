@@ -8,7 +8,10 @@ How the queue drains (DESIGN.md decisions 1-4):
   mailbox ids) runs the turns of a small group of mailboxes for a few seconds, each as soon as its
   pace allows, then hands the group on to a fresh task (`run_turns`): the Celery cost is paid per
   group and budget, not per email. Turns of many mailboxes run in parallel on any number of
-  workers; PostgreSQL decides who gets what.
+  workers; PostgreSQL decides who gets what. A cache key per mailbox names the *chain* of turn
+  tasks serving it and until when that chain must show itself alive: a chain lost with a killed
+  worker is taken over by the dispatcher once that moment passes (TURN_START_GRACE_SECONDS after
+  its task was due), and a late task of a superseded chain drops the mailbox.
 * A row is claimable when it is `queued`, due, its campaign is active, the client's window is
   open, and no earlier step of the same lead and campaign is still unsent (a follow-up waits for
   its predecessor, so it can thread under it).
@@ -629,6 +632,11 @@ def resolve_email(*, email_id: uuid.UUID | str, now: datetime | None = None) -> 
 
 _LOOP_KEY = "oree:send-turn:{}"
 _NUDGE_KEY = "oree:dispatch-nudge"
+_REST = "rest"
+# A scheduled turn task must have started this long after its time, or it is taken to be lost
+# with its worker (a SIGKILLed worker takes the turn tasks it had prefetched along): the
+# dispatcher then starts the mailbox again, without waiting for the key's TTL.
+TURN_START_GRACE_SECONDS = 15.0
 
 
 def nudge_dispatcher() -> None:
@@ -667,27 +675,61 @@ def schedule_turn(*, mailbox_id: uuid.UUID | str, at: datetime | None, force: bo
     return bool(schedule_turns(mailbox_ids=[mailbox_id], at=at, force=force))
 
 
-def schedule_turns(*, mailbox_ids: Sequence[uuid.UUID | str], at: datetime, force: bool = False) -> int:
+def _turn_mark(chain: str, alive_until: float) -> str:
+    return f"{chain} {alive_until:.3f}"
+
+
+def _parse_turn_mark(value: object) -> tuple[str, float] | None:
+    """(chain, alive-until as a Unix time) of a turn key's value; None for "rest" or anything else."""
+    if not isinstance(value, str) or " " not in value:
+        return None
+    chain, _, until = value.partition(" ")
+    try:
+        return chain, float(until)
+    except ValueError:
+        return None
+
+
+def schedule_turns(
+    *, mailbox_ids: Sequence[uuid.UUID | str], at: datetime, force: bool = False, chain: str | None = None
+) -> int:
     """One turn task at `at` for those of the mailboxes without a pending turn (all with `force`).
 
-    The per-mailbox Redis key marks "a turn is pending or running"; it expires by itself, so a
-    turn lost with its worker is restarted by the dispatcher (beat) after at most its TTL.
+    The per-mailbox key says which *chain* of turn tasks serves the mailbox and until when that
+    chain must show it is alive (its next task's start, plus TURN_START_GRACE_SECONDS). A task
+    whose chain no longer owns a mailbox drops it (run_turns), so a mailbox the dispatcher took
+    over is never served by two chains for long. The key also expires by itself (the TTL).
     """
     from email_service.tasks import send_turns_task
 
     delay = max(0.0, (at - timezone.now()).total_seconds())
     ttl = int(delay + turn_budget_seconds()) + 60
+    chain = chain or uuid.uuid4().hex[:16]
+    mark = _turn_mark(chain, time.time() + delay + TURN_START_GRACE_SECONDS)
     taken: list[str] = []
     for mailbox_id in mailbox_ids:
         key = _LOOP_KEY.format(mailbox_id)
         if force:
-            cache.set(key, 1, timeout=ttl)
-        elif not cache.add(key, 1, timeout=ttl):
+            cache.set(key, mark, timeout=ttl)
+        elif not cache.add(key, mark, timeout=ttl):
             continue
         taken.append(str(mailbox_id))
     if taken:
-        send_turns_task.apply_async((taken,), countdown=delay)
+        send_turns_task.apply_async((taken, chain), countdown=delay)
     return len(taken)
+
+
+def _claim_chain(mailbox_ids: Sequence[uuid.UUID | str], chain: str, budget: float) -> list[str]:
+    """The mailboxes this chain still owns, marked alive for this task's budget; the rest are dropped."""
+    keys = {str(m): _LOOP_KEY.format(m) for m in mailbox_ids}
+    marks = cache.get_many(list(keys.values()))
+    owned = [m for m, key in keys.items() if (_parse_turn_mark(marks.get(key)) or ("",))[0] == chain]
+    if owned:
+        # Its last claim comes before the budget ends; that send may take up to the HTTP timeout.
+        running_for = budget + float(settings.GMAIL_HTTP_TIMEOUT)
+        alive = _turn_mark(chain, time.time() + running_for + TURN_START_GRACE_SECONDS)
+        cache.set_many({keys[m]: alive for m in owned}, timeout=int(running_for) + 60)
+    return owned
 
 
 def rest_turns(*, mailbox_id: uuid.UUID | str, until: datetime) -> None:
@@ -699,7 +741,7 @@ def rest_turns(*, mailbox_id: uuid.UUID | str, until: datetime) -> None:
     """
     seconds = int((until - timezone.now()).total_seconds()) + 1
     if seconds > 0:
-        cache.set(_LOOP_KEY.format(mailbox_id), "rest", timeout=seconds)
+        cache.set(_LOOP_KEY.format(mailbox_id), _REST, timeout=seconds)
 
 
 def _schedule_resolution(email_id: uuid.UUID | str, *, at: datetime) -> None:
@@ -722,7 +764,11 @@ def run_mailbox_turn(*, mailbox_id: uuid.UUID | str) -> str:
 
 
 def run_turns(
-    *, mailbox_ids: Sequence[uuid.UUID | str], budget_seconds: float | None = None, sleep: Any = time.sleep
+    *,
+    mailbox_ids: Sequence[uuid.UUID | str],
+    chain: str | None = None,
+    budget_seconds: float | None = None,
+    sleep: Any = time.sleep,
 ) -> dict[str, int]:
     """Serve the mailboxes' turns in one task: each slot as soon as its pace allows, within a budget.
 
@@ -734,9 +780,14 @@ def run_turns(
     """
     budget = turn_budget_seconds() if budget_seconds is None else budget_seconds
     worker = worker_name()
+    outcomes: Counter[str] = Counter()
+    if chain is not None:  # tasks published before chains existed carry none: they serve all
+        owned = _claim_chain(mailbox_ids, chain, budget)
+        if len(owned) < len(mailbox_ids):
+            outcomes["taken_over"] += len(mailbox_ids) - len(owned)
+        mailbox_ids = owned
     started = time.monotonic()
     deadline = started + budget
-    outcomes: Counter[str] = Counter()
     # (when, order, mailbox id) on this process's monotonic clock; order keeps the heap stable.
     pending: list[tuple[float, int, str]] = [(started, n, str(m)) for n, m in enumerate(mailbox_ids)]
     heapq.heapify(pending)
@@ -768,7 +819,7 @@ def run_turns(
     if pending:
         remaining = [mailbox_id for _when, _order, mailbox_id in sorted(pending)]
         at = min((later[m] for m in remaining if m in later), default=timezone.now())
-        schedule_turns(mailbox_ids=remaining, at=at, force=True)
+        schedule_turns(mailbox_ids=remaining, at=at, force=True, chain=chain)
     return dict(outcomes)
 
 
@@ -787,12 +838,24 @@ def due_mailbox_ids(*, now: datetime | None = None) -> list[uuid.UUID]:
 def dispatch_due(*, now: datetime | None = None) -> int:
     """Start a turn for every mailbox with due work that has none pending; returns mailboxes started.
 
-    Mailboxes are grouped into turn tasks (see `turn_group_size`).
+    A mailbox whose turn chain has not shown itself alive in time (its task was lost with a
+    killed worker) counts as having none: it is taken over by a new chain. Mailboxes are grouped
+    into turn tasks (see `turn_group_size`).
     """
     now = now or timezone.now()
     due = due_mailbox_ids(now=now)
+    marks = cache.get_many([_LOOP_KEY.format(m) for m in due])
+    lost: list[uuid.UUID] = []
+    for mailbox_id in due:
+        mark = _parse_turn_mark(marks.get(_LOOP_KEY.format(mailbox_id)))
+        if mark is not None and mark[1] < now.timestamp():
+            lost.append(mailbox_id)
+    if lost:
+        logger.info("taking over %d mailboxes whose turn task did not start in time", len(lost))
     size = turn_group_size(len(due))
-    return sum(schedule_turns(mailbox_ids=due[i : i + size], at=now) for i in range(0, len(due), size))
+    started = sum(schedule_turns(mailbox_ids=lost[i : i + size], at=now, force=True) for i in range(0, len(lost), size))
+    fresh = [m for m in due if m not in set(lost)] if lost else due
+    return started + sum(schedule_turns(mailbox_ids=fresh[i : i + size], at=now) for i in range(0, len(fresh), size))
 
 
 # =========================================================================== the sweep

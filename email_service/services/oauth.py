@@ -27,7 +27,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from email_service import gmail_client as google
-from email_service.exceptions import Conflict, InvalidInput, OreeError, Unavailable
+from email_service.exceptions import Conflict, DependencyFailed, InvalidInput, OreeError
 from email_service.models import Client, Mailbox, OAuthState
 from email_service.services.mailbox_credentials import decrypt_secret, encrypt_secret
 from email_service.services.mailboxes import resume_held_emails
@@ -177,7 +177,7 @@ def _exchange(config: google.GoogleConfig, code: str, verifier: str) -> google.M
             f"Google refused the sign-in ({exc.error}). Start connecting the mailbox again.", code="exchange_failed"
         ) from None
     except google.GmailUnavailable:
-        raise Unavailable(
+        raise DependencyFailed(
             "Google could not be reached. Try connecting again in a moment.", code="google_unavailable"
         ) from None
     return credentials

@@ -130,6 +130,38 @@ def check_body_size(body_html: str) -> None:
         )
 
 
+def _new_row(
+    *, request: SendRequest, client: Client, campaign: Campaign, lead: Lead, choice: MailboxChoice, now: datetime
+) -> EmailSendQueue:
+    """The queue row for a request (not saved): its mailbox, due time, and queued, paused or held."""
+    due = scheduled_for(client=client, not_before=max(now, request.send_at or now))
+    status, reason = Status.QUEUED, ""
+    if campaign.status == Campaign.Status.PAUSED:
+        status, reason = Status.PAUSED, "campaign_paused"
+    elif choice.hold_reason:
+        status, reason = Status.HELD, choice.hold_reason
+    elif due is None:
+        status, reason = Status.HELD, HOLD_NO_SEND_WINDOW
+    return EmailSendQueue(
+        id=uuid.uuid4(),
+        client=client,
+        campaign=campaign,
+        lead=lead,
+        mailbox=choice.mailbox,
+        sequence_number=request.sequence_number,
+        recipient_email=lead.email,
+        subject=request.subject.strip(),
+        body_html=request.body_html,
+        personalization=dict(request.personalization),
+        status=status,
+        status_reason=reason,
+        send_at=request.send_at,
+        next_attempt_at=due or now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def enqueue_email(*, request: SendRequest, now: datetime | None = None) -> EnqueueResult:
     """Queue one email, or return the row already queued for the same (client, lead, campaign, step)."""
     now = now or timezone.now()
@@ -143,29 +175,8 @@ def enqueue_email(*, request: SendRequest, now: datetime | None = None) -> Enque
         lead = _lead(client, request)
         check_not_suppressed(client_id=client.pk, lead=lead, email=lead.email)
         choice = mailbox_for_lead(lead=lead, client=client, now=now)
-        due = scheduled_for(client=client, not_before=max(now, request.send_at or now))
-        status, reason = Status.QUEUED, ""
-        if campaign.status == Campaign.Status.PAUSED:
-            status, reason = Status.PAUSED, "campaign_paused"
-        elif choice.hold_reason:
-            status, reason = Status.HELD, choice.hold_reason
-        elif due is None:
-            status, reason = Status.HELD, HOLD_NO_SEND_WINDOW
-        email = EmailSendQueue(
-            client=client,
-            campaign=campaign,
-            lead=lead,
-            mailbox=choice.mailbox,
-            sequence_number=request.sequence_number,
-            recipient_email=lead.email,
-            subject=request.subject.strip(),
-            body_html=request.body_html,
-            personalization=dict(request.personalization),
-            status=status,
-            status_reason=reason,
-            send_at=request.send_at,
-            next_attempt_at=due or now,
-        )
+        email = _new_row(request=request, client=client, campaign=campaign, lead=lead, choice=choice, now=now)
+        status = email.status
         try:
             with transaction.atomic():
                 email.save(force_insert=True)
@@ -282,35 +293,14 @@ def enqueue_batch(
         )
         rows: dict[int, EmailSendQueue] = {}
         for index, req in todo.items():
-            client, campaign, lead = clients[req.client_id], campaign_of[index], leads[req.lead_id]
-            choice = mailbox_of[req.lead_id]
-            due = scheduled_for(client=client, not_before=max(now, req.send_at or now))
-            status, reason = Status.QUEUED, ""
-            if campaign.status == Campaign.Status.PAUSED:
-                status, reason = Status.PAUSED, "campaign_paused"
-            elif choice.hold_reason:
-                status, reason = Status.HELD, choice.hold_reason
-            elif due is None:
-                status, reason = Status.HELD, HOLD_NO_SEND_WINDOW
-            row = EmailSendQueue(
-                id=uuid.uuid4(),
-                client=client,
-                campaign=campaign,
-                lead=lead,
-                mailbox=choice.mailbox,
-                sequence_number=req.sequence_number,
-                recipient_email=lead.email,
-                subject=req.subject.strip(),
-                body_html=req.body_html,
-                personalization=dict(req.personalization),
-                status=status,
-                status_reason=reason,
-                send_at=req.send_at,
-                next_attempt_at=due or now,
-                created_at=now,
-                updated_at=now,
+            rows[index] = _new_row(
+                request=req,
+                client=clients[req.client_id],
+                campaign=campaign_of[index],
+                lead=leads[req.lead_id],
+                choice=mailbox_of[req.lead_id],
+                now=now,
             )
-            rows[index] = row
         EmailSendQueue.objects.bulk_create(rows.values(), ignore_conflicts=True)
         inserted = set(EmailSendQueue.objects.filter(pk__in=[r.pk for r in rows.values()]).values_list("pk", flat=True))
         lost = {key(i) for i, r in rows.items() if r.pk not in inserted}

@@ -39,7 +39,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, models, transaction
 from django.utils import timezone
 
 from email_service.models import EmailClickTracking, EmailSendQueue, EmailTrackingPixel
@@ -154,12 +154,6 @@ def is_trackable(url: str) -> bool:
     return not lowered.startswith((f"{base}/u/", f"{base}/api/track/"))
 
 
-# Table names come from model metadata; every value is a parameter.
-_LINK_TABLE, _PIXEL_TABLE = EmailClickTracking._meta.db_table, EmailTrackingPixel._meta.db_table
-_INSERT_LINKS = f"INSERT INTO {_LINK_TABLE} (token, message_id, url, position, created_at) VALUES "  # noqa: S608
-_INSERT_PIXEL = f"INSERT INTO {_PIXEL_TABLE} (token, message_id, created_at) VALUES (%s, %s, %s)"  # noqa: S608
-
-
 class _TrackingRows:
     """The pixel and links of one build: reused from an earlier build, or new and written in one go.
 
@@ -199,27 +193,49 @@ class _TrackingRows:
         return self.new_pixel.token
 
     def save(self) -> None:
-        """Insert the new rows: one statement, atomic by itself (no transaction round trips)."""
-        parts: list[str] = []
-        params: list[Any] = []
+        """Insert the new rows: on PostgreSQL one statement, atomic by itself (no transaction round trips)."""
         now = timezone.now()
+        statements: list[tuple[str, list[Any]]] = []
         if self.new_links:
-            parts.append(_INSERT_LINKS + ", ".join(["(%s, %s, %s, %s, %s)"] * len(self.new_links)))
             for link in self.new_links:
                 link.created_at = now
-                params += [link.token, link.message_id, link.url, link.position, now]
+            rows = ", ".join([_row_placeholders(_LINK_FIELDS)] * len(self.new_links))
+            statements.append(
+                (_insert_sql(EmailClickTracking, _LINK_FIELDS) + rows, _values(self.new_links, _LINK_FIELDS))
+            )
         if self.new_pixel is not None:
             self.new_pixel.created_at = now
-            parts.append(_INSERT_PIXEL)
-            params += [self.new_pixel.token, self.new_pixel.message_id, now]
-        if not parts:
-            return
-        sql = parts[0] if len(parts) == 1 else f"WITH links AS ({parts[0]} RETURNING 1) {parts[1]}"
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            row = _row_placeholders(_PIXEL_FIELDS)
+            statements.append(
+                (_insert_sql(EmailTrackingPixel, _PIXEL_FIELDS) + row, _values([self.new_pixel], _PIXEL_FIELDS))
+            )
+        if len(statements) == 2 and connection.vendor == "postgresql":
+            (links, link_params), (pixel, pixel_params) = statements
+            statements = [(f"WITH links AS ({links} RETURNING 1) {pixel}", link_params + pixel_params)]
+        atomic = transaction.atomic() if len(statements) > 1 else contextlib.nullcontext()
+        with atomic, connection.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
         if self.new_links:
             created = self.new_links
             transaction.on_commit(lambda: cache_links(created))
+
+
+_LINK_FIELDS = [f for f in EmailClickTracking._meta.concrete_fields]
+_PIXEL_FIELDS = [f for f in EmailTrackingPixel._meta.concrete_fields]
+
+
+def _insert_sql(model: type[models.Model], fields: list[Any]) -> str:
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    return f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES "  # noqa: S608 - names from model metadata
+
+
+def _row_placeholders(fields: list[Any]) -> str:
+    return "(" + ", ".join(["%s"] * len(fields)) + ")"
+
+
+def _values(objects: list[Any], fields: list[Any]) -> list[Any]:
+    return [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objects for field in fields]
 
 
 def _pixel_tag(token: str) -> str:

@@ -64,7 +64,8 @@ def test_runstack_serves_a_healthy_system_without_postgres_or_redis(tmp_path):
         assert body["components"]["broker"]["detail"] == "filesystem"
         assert (tmp_path / "oreestats.sqlite3").exists()
         api_key = env.get("OREE_API_KEY", "dev-api-key")
-        assert_demo_mailboxes_connected_through_the_sandbox(tmp_path / "oreestats.sqlite3", port, api_key)
+        client_id = assert_demo_mailboxes_connected_through_the_sandbox(tmp_path / "oreestats.sqlite3", port, api_key)
+        assert_an_email_goes_out_tracked(port, api_key, client_id)
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -80,7 +81,36 @@ def test_runstack_serves_a_healthy_system_without_postgres_or_redis(tmp_path):
         assert sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def assert_demo_mailboxes_connected_through_the_sandbox(database: Path, port: int, api_key: str) -> None:
+def assert_an_email_goes_out_tracked(port: int, api_key: str, client_id: str) -> None:
+    """Queued through the API, the running worker and beat send it (SQLite, filesystem broker)."""
+    web, lead_id = f"http://127.0.0.1:{port}", str(uuid.uuid4())
+    auth = {"Authorization": f"Bearer {api_key}"}
+    queued = requests.post(
+        f"{web}/api/email/send",
+        json={
+            "lead_id": lead_id,
+            "client_id": client_id,
+            "recipient_email": "newcomer@prospect.test",
+            "email_subject": "Hello from the runstack test",
+            "email_body": "<p>Hi, <a href='https://example.com/demo?x=1#top'>the demo</a>.</p>",
+            "sequence_number": 1,
+        },
+        headers=auth,
+        timeout=10,
+    )
+    assert queued.status_code == 202, queued.text
+    row: dict[str, object] = {}
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        row = requests.get(f"{web}/api/email/status/{lead_id}", headers=auth, timeout=10).json()["emails"][0]
+        if row["status"] not in ("queued", "sending"):
+            break
+        time.sleep(1)
+    assert row["status"] == "sent", row
+    assert row["gmail_message_id"] and row["gmail_thread_id"]
+
+
+def assert_demo_mailboxes_connected_through_the_sandbox(database: Path, port: int, api_key: str) -> str:
     """The demo client has its sandbox mailboxes, and the running web itself talks to that sandbox."""
     with sqlite3.connect(database) as db:
         (client_id,) = db.execute("SELECT id FROM email_service_client WHERE email = 'demo@oreestats.local'").fetchone()
@@ -114,3 +144,4 @@ def assert_demo_mailboxes_connected_through_the_sandbox(database: Path, port: in
     assert connected.status_code == 200, connected.text
     assert connected.json()["mailbox"]["email"] == "sales@demo-company.test"
     assert connected.json()["created"] is False
+    return client_uuid

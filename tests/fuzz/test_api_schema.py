@@ -55,7 +55,7 @@ schema = _load_schema()
 
 @pytest.fixture
 def fuzz_world(db, settings):
-    # Google is unreachable: every call to it must end in a declared 4xx/503, never a 5xx.
+    # Google is unreachable: every call to it must end in a declared 4xx, never a 5xx.
     closed = "http://127.0.0.1:9"
     settings.GOOGLE_CLIENT_ID = "fuzz-client-id"
     settings.GOOGLE_CLIENT_SECRET = "fuzz-client-secret"
@@ -124,7 +124,7 @@ def test_every_operation_answers_as_its_schema_says_and_never_with_a_5xx(case, f
     response = case.call()
     documented = {str(status) for status in case.operation.definition.raw["responses"]}
     if "503" in documented:
-        # /api/health and the OAuth callback answer 503 by contract when a dependency is down; nothing else may.
+        # /api/health answers 503 by contract when a dependency is down; nothing else may.
         assert response.status_code in (503,) or response.status_code < 500, response.text
         case.validate_response(response, checks=CHECKS[1:])
     else:

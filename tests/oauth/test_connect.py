@@ -254,7 +254,7 @@ def test_an_unreachable_token_endpoint_is_reported_without_creating_anything(
 
     response = api.get(f"/api/oauth/callback?{query}", HTTP_ACCEPT="application/json")
 
-    assert response.status_code == 503
+    assert response.status_code == 424
     assert response.json()["code"] == "google_unavailable"
     assert not Mailbox.objects.exists()
 

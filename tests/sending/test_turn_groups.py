@@ -8,6 +8,7 @@ import email.policy
 import itertools
 import json
 import time
+from datetime import timedelta
 
 import pytest
 import redis
@@ -177,3 +178,33 @@ def html_part(raw: bytes) -> str:
     part = message.get_body(("html",))
     assert part is not None
     return str(part.get_content())
+
+
+def test_a_turn_lost_with_its_worker_is_taken_over_after_the_grace_not_the_keys_ttl(sandbox, alice):
+    box = connect_mailbox(sandbox, client=alice, email="lost@alice.test")
+    queue(box, 2)
+    now = timezone.now()
+    assert dispatch.dispatch_due(now=now) == 1
+    purge_broker()  # the worker that had prefetched the turn task was SIGKILLed: the task is gone
+
+    # Within the grace the turn may merely be late: no second chain.
+    assert dispatch.dispatch_due(now=now + timedelta(seconds=dispatch.TURN_START_GRACE_SECONDS - 2)) == 0
+    assert published_turns() == []
+    # Past it, long before the key's TTL (60 s and more), the mailbox is started again.
+    assert dispatch.dispatch_due(now=now + timedelta(seconds=dispatch.TURN_START_GRACE_SECONDS + 2)) == 1
+    assert published_turns() == [[str(box.pk)]]
+
+
+def test_a_turn_task_whose_chain_was_taken_over_drops_the_mailbox_and_the_new_chain_sends(sandbox, alice):
+    box = connect_mailbox(sandbox, client=alice, email="chains@alice.test")
+    queue(box, 1)
+    dispatch.schedule_turns(mailbox_ids=[box.pk], at=timezone.now(), chain="old")
+    dispatch.schedule_turns(mailbox_ids=[box.pk], at=timezone.now(), force=True, chain="new")
+
+    late = dispatch.run_turns(mailbox_ids=[str(box.pk)], chain="old", budget_seconds=5)
+    assert late == {"taken_over": 1}
+    assert sandbox.sent_messages("chains@alice.test") == []
+
+    current = dispatch.run_turns(mailbox_ids=[str(box.pk)], chain="new", budget_seconds=5)
+    assert current["sent"] == 1 and "taken_over" not in current
+    assert len(sandbox.sent_messages("chains@alice.test")) == 1
