@@ -6,7 +6,14 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from email_service.services.message_builder import build_message, html_to_text, new_message_id, thread_subject
+from email_service.services.message_builder import (
+    _ascii_message,
+    _encoded_message,
+    build_message,
+    html_to_text,
+    new_message_id,
+    thread_subject,
+)
 from tests.factories import EmailSendQueueFactory
 
 pytestmark = pytest.mark.django_db
@@ -94,3 +101,58 @@ def test_a_different_subject_starts_a_new_thread():
 
 def test_html_to_text_keeps_lines_and_lists():
     assert html_to_text("<ul><li>One</li><li>Two</li></ul>Bye<br>Sam") == "- One\n\n- Two\nBye\nSam\n"
+
+
+REFERENCES = " ".join(f"<{n:032x}.abcdef012345@alice.test>" for n in range(20))
+
+
+@pytest.mark.parametrize(
+    ("subject", "text", "html"),
+    [
+        ("Quick question", "Hi Pat,\n", "<p>Hi Pat,</p>"),
+        ("A long subject " * 20, "x" * 2000 + "\n", "<p>" + "y" * 5000 + "</p>"),
+        ("Café? only in the body", "Zoë \U0001f44b\n", "<p>Köln &amp; Zürich \U0001f44b</p>\r\n<p>two</p>"),
+        ("Spaces  kept   as   sent", "trailing spaces   \nFrom the start\n.\n", "<p>a\rb</p>\t\n"),
+    ],
+)
+def test_the_direct_ascii_writer_gives_the_message_the_email_package_gives(alice_mailbox, subject, text, html):
+    headers = [
+        ("To", "pat@prospect.test"),
+        ("Subject", subject.strip()),
+        ("Date", "Fri, 27 Nov 2026 22:00:00 +0000"),
+        ("Message-ID", "<0123456789abcdef0123456789abcdef.0123456789ab@alice.test>"),
+        ("In-Reply-To", "<00000000000000000000000000000013.abcdef012345@alice.test>"),
+        ("References", REFERENCES),
+        ("X-Oree-Queue-Id", "01234567-89ab-cdef-0123-456789abcdef"),
+        ("List-Unsubscribe", "<https://app.oree.test/u/abcdefghijklmnopqrstuv>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+    ]
+    if not subject.isascii():
+        headers[1] = ("Subject", "Plain")
+    direct = _ascii_message(mailbox=alice_mailbox, headers=headers, text=text, html=html)
+    standard = _encoded_message(mailbox=alice_mailbox, headers=headers, text=text, html=html)
+    ours, theirs = (message_from_bytes(raw, policy=policy.default) for raw in (direct, standard))
+    for name in ["From", "MIME-Version", *(name for name, _ in headers)]:
+        assert str(ours[name]) == str(theirs[name]), name
+    assert ours.get_content_type() == theirs.get_content_type() == "multipart/alternative"
+    for kind in ("plain", "html"):
+        mine, standard_part = ours.get_body((kind,)), theirs.get_body((kind,))
+        assert mine.get_content() == standard_part.get_content()
+        assert mine.get_content_charset() == "utf-8"
+    # On the wire: CRLF line ends only, no line over 998 octets, folded headers unfold to the value.
+    assert b"\n" not in direct.replace(b"\r\n", b"") and b"\r" not in direct.replace(b"\r\n", b"")
+    assert max(len(line) for line in direct.split(b"\r\n")) <= 998
+    assert ours["References"] == REFERENCES and len(ours["References"]) > 998
+
+
+def test_a_subject_with_line_breaks_goes_out_on_one_line(alice, alice_mailbox):
+    email = EmailSendQueueFactory(client=alice, mailbox=alice_mailbox, subject="Quick\r\nquestion\n\tfor you\n")
+    result, parsed = built(email, alice_mailbox)
+    assert parsed["Subject"] == "Quick question for you" == result.subject
+
+
+def test_a_non_ascii_subject_goes_through_the_email_package_encoded(alice, alice_mailbox):
+    email = EmailSendQueueFactory(client=alice, mailbox=alice_mailbox, subject="Café à Zürich \U0001f44b")
+    result, parsed = built(email, alice_mailbox)
+    assert b"=?utf-8?" in result.raw.split(b"\r\n\r\n", 1)[0]
+    assert parsed["Subject"] == "Café à Zürich \U0001f44b"
