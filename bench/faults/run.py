@@ -193,8 +193,18 @@ class Stack:
             )
         )
 
+    def restart_exited_workers(self) -> int:
+        """What a process supervisor (systemd, the platform) does: start a worker for each one that exited."""
+        exited = [p for p in self.workers if p.poll() is not None]
+        for proc in exited:
+            self.workers.remove(proc)
+            self.start_worker()
+        return len(exited)
+
     def kill_random_worker(self, rng: random.Random) -> None:
         alive = [p for p in self.workers if p.poll() is None]
+        if not alive:
+            return
         victim = rng.choice(alive)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
@@ -382,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         enqueuer = threading.Thread(target=enqueue, daemon=True)
         enqueuer.start()
 
-        kills = redis_restarts = pg_restarts = 0
+        kills = redis_restarts = pg_restarts = worker_exits = 0
         restart_seconds: dict[str, float] = {}
         next_kill = time.monotonic() + args.kill_every
         next_arm = time.monotonic() + 2
@@ -402,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             if left == 0 and not enqueuer.is_alive():
                 break
             done = sent / args.emails
+            worker_exits += stack.restart_exited_workers()
             if now >= next_kill and (left > 30 or enqueuer.is_alive()):
                 stack.kill_random_worker(rng)
                 stack.start_worker()
@@ -442,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             f"faults injected on sends ({args.fault_rate:.0%}): {applied} = {sum(applied.values())} "
             f"(fault-log entries for sends: {sends_attempted})",
             f"worker SIGKILLs: {kills} (every {args.kill_every:g}s, replacement started each time)",
+            f"workers that exited by themselves and were restarted, as a supervisor would: {worker_exits}",
             f"Redis restarts: {redis_restarts}, PostgreSQL restarts: {pg_restarts} "
             f"({', '.join(f'{k} {v:.1f}s' for k, v in restart_seconds.items())})",
             f"enqueue: batch answers {dict(statuses)}, {enqueue_retries} batches re-sent after a failed request",
