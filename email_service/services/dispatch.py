@@ -49,7 +49,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Exists, Min, OuterRef, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -59,7 +59,7 @@ from email_service.gmail_client import QUEUE_ID_HEADER, GmailClient, SentMessage
 from email_service.models import Campaign, Client, EmailEvent, EmailSendQueue, Lead, Mailbox, Suppression
 from email_service.services import pacing
 from email_service.services.assignment import SENDING_MAILBOX_STATUSES, mailbox_for_lead
-from email_service.services.events import record_event
+from email_service.services.events import record_event, record_event_after_update
 from email_service.services.gmail_clients import forget_gmail_client, gmail_for
 from email_service.services.mailbox_credentials import TokenDecryptionError
 from email_service.services.mailboxes import disconnect_mailbox, mailbox_authorization_revoked
@@ -451,24 +451,62 @@ def record_sent(
     }
     if built is not None:
         fields.update(subject=built.subject[:998], in_reply_to=built.in_reply_to, references=built.references)
+    detail = {"gmail_message_id": sent.gmail_id, "gmail_thread_id": sent.thread_id} | ({"note": note} if note else {})
+    if connection.vendor == "postgresql":
+        recorded = _record_sent_postgresql(email=email, fields=fields, mailbox=mailbox, client=client, detail=detail)
+    else:
+        recorded = _record_sent_portable(email=email, fields=fields, mailbox=mailbox, client=client, detail=detail)
+    if recorded:
+        for name, value in fields.items():
+            setattr(email, name, value)
+    return recorded
+
+
+def _record_sent_portable(
+    *, email: EmailSendQueue, fields: dict[str, Any], mailbox: Mailbox, client: Client, detail: dict[str, Any]
+) -> bool:
     with transaction.atomic():
         # Not guarded by the claimant: the message went out, whoever learns it records it.
         if not EmailSendQueue.objects.filter(pk=email.pk).exclude(status=Status.SENT).update(**fields):
             return False
-        for name, value in fields.items():
-            setattr(email, name, value)
         record_event(
             message=email,
             event_type=EmailEvent.Type.SENT,
-            occurred_at=sent_at,
+            occurred_at=fields["sent_at"],
             tz_name=client.timezone,
             dedupe_key=f"sent:{email.pk}",
-            detail={"gmail_message_id": sent.gmail_id, "gmail_thread_id": sent.thread_id}
-            | ({"note": note} if note else {}),
+            detail=detail,
         )
         if mailbox.last_error:
             Mailbox.objects.filter(pk=mailbox.pk).update(last_error="", last_error_at=None)
     return True
+
+
+def _record_sent_postgresql(
+    *, email: EmailSendQueue, fields: dict[str, Any], mailbox: Mailbox, client: Client, detail: dict[str, Any]
+) -> bool:
+    """The portable version's row, event, rollups and mailbox error reset, as one statement."""
+    meta, quote = EmailSendQueue._meta, connection.ops.quote_name
+    columns = [meta.get_field(name) for name in fields]
+    assert all(isinstance(column, models.Field) for column in columns)
+    sets = ", ".join(f"{quote(str(column.column))} = %s" for column in columns)  # type: ignore[union-attr]
+    values = [column.get_db_prep_save(fields[column.name], connection) for column in columns]  # type: ignore[union-attr]
+    # Not guarded by the claimant: the message went out, whoever learns it records it.
+    update = f"UPDATE {quote(meta.db_table)} SET {sets} WHERE id = %s AND status <> %s RETURNING 1"  # noqa: S608 - names from model metadata
+    also = []
+    if mailbox.last_error:
+        table = quote(Mailbox._meta.db_table)
+        also.append((f"UPDATE {table} SET last_error = '', last_error_at = NULL WHERE id = %s", [mailbox.pk]))  # noqa: S608
+    return record_event_after_update(
+        update=(update, [*values, email.pk, Status.SENT.value]),
+        message=email,
+        event_type=EmailEvent.Type.SENT,
+        occurred_at=fields["sent_at"],
+        tz_name=client.timezone,
+        dedupe_key=f"sent:{email.pk}",
+        detail=detail,
+        also=also,
+    )
 
 
 def _guarded(claim: Claim) -> Any:

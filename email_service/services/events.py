@@ -135,19 +135,21 @@ def record_event(
 
 
 _EVENT_FIELDS = [field for field in EmailEvent._meta.concrete_fields if field is not EmailEvent._meta.pk]
-_INSERT_EVENT = (
-    f"INSERT INTO {EmailEvent._meta.db_table} ({', '.join(field.column for field in _EVENT_FIELDS)}) "  # noqa: S608 - names from model metadata
-    f"VALUES ({', '.join(['%s'] * len(_EVENT_FIELDS))}) ON CONFLICT DO NOTHING RETURNING id"
-)
+_EVENT_INTO = f"INSERT INTO {EmailEvent._meta.db_table} ({', '.join(field.column for field in _EVENT_FIELDS)}) "
+_EVENT_ROW = ", ".join(["%s"] * len(_EVENT_FIELDS))
+_INSERT_EVENT = f"{_EVENT_INTO}VALUES ({_EVENT_ROW}) ON CONFLICT DO NOTHING RETURNING id"
+
+
+def _event_values(event: EmailEvent) -> list[Any]:
+    return [field.get_db_prep_save(field.pre_save(event, True), connection) for field in _EVENT_FIELDS]
 
 
 def _insert_once(event: EmailEvent) -> bool:
     """INSERT the event unless its `dedupe_key` is already recorded (the only unique column it has
     besides its generated id); sets its id. PostgreSQL and SQLite both take ON CONFLICT DO NOTHING.
     """
-    values = [field.get_db_prep_save(field.pre_save(event, True), connection) for field in _EVENT_FIELDS]
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_EVENT, values)
+        cursor.execute(_INSERT_EVENT, _event_values(event))
         row = cursor.fetchone()
     if row is None:
         return False
@@ -222,6 +224,15 @@ def bump_counters(model: type[models.Model], *, keys: dict[str, Any], counts: di
     PostgreSQL and SQLite both take INSERT … ON CONFLICT DO UPDATE; the other counters fill
     from their database defaults.
     """
+    into, row, conflict, values = _upsert_parts(model, keys=keys, counts=counts)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{into} VALUES ({row}) {conflict}", values)
+
+
+def _upsert_parts(
+    model: type[models.Model], *, keys: dict[str, Any], counts: dict[str, int]
+) -> tuple[str, str, str, list[Any]]:
+    """`bump_counters`' statement in pieces: INSERT INTO …, the row's placeholders, ON CONFLICT …, values."""
     meta = model._meta
     table = connection.ops.quote_name(meta.db_table)
     columns: list[str] = []
@@ -240,12 +251,71 @@ def bump_counters(model: type[models.Model], *, keys: dict[str, Any], counts: di
         values.append(value)
     quoted = [connection.ops.quote_name(c) for c in columns]
     assignments = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in quoted[len(keys) :])
-    sql = (
-        f"INSERT INTO {table} ({', '.join(quoted)}) VALUES ({', '.join(['%s'] * len(values))}) "  # noqa: S608 - identifiers from model metadata, values as parameters
-        f"ON CONFLICT ({conflict}) DO UPDATE SET {assignments}"
+    return (
+        f"INSERT INTO {table} ({', '.join(quoted)})",
+        ", ".join(["%s"] * len(values)),
+        f"ON CONFLICT ({conflict}) DO UPDATE SET {assignments}",
+        values,
     )
+
+
+def record_event_after_update(
+    *,
+    update: tuple[str, list[Any]],
+    message: EmailSendQueue,
+    event_type: str,
+    occurred_at: datetime,
+    tz_name: str,
+    dedupe_key: str,
+    detail: dict[str, Any],
+    also: Sequence[tuple[str, list[Any]]] = (),
+) -> bool:
+    """PostgreSQL: run `update` and, only if it changed a row, `record_event`'s event and rollups, in ONE statement.
+
+    `update` is an `UPDATE … RETURNING 1` of the message (e.g. "sent, if not already"); `also`
+    are further data-modifying statements run in the same statement only if it changed a row.
+    For event types that move no per-message fact (sent, failed): the same rows as
+    `record_event` inside the caller's transaction, without its round trips. False when the
+    update matched nothing (then nothing at all is written).
+    """
+    rule = rule_for(event_type, is_machine=False)
+    assert rule.first_field is None and event_type not in _COUNTER_FIELDS, event_type
+    event = EmailEvent(
+        **event_fields_from_message(message),
+        event_type=event_type,
+        occurred_at=occurred_at,
+        dedupe_key=dedupe_key,
+        detail=detail,
+    )
+    update_sql, params = update
+    steps = [f"changed AS ({update_sql})"]
+    params = [*params, *_event_values(event)]
+    # Every identifier below comes from model metadata, every value is a parameter.
+    steps.append(
+        f"event AS ({_EVENT_INTO}SELECT {_EVENT_ROW} WHERE EXISTS (SELECT 1 FROM changed) "  # noqa: S608
+        "ON CONFLICT DO NOTHING RETURNING id)"
+    )
+    rollups: list[tuple[type[models.Model], dict[str, Any], str]] = []
+    if rule.step_column:
+        day = client_local_date(occurred_at, tz_name)
+        keys = {"client_id": message.client_id, "campaign_id": message.campaign_id}
+        rollups.append(
+            (StepDailyStats, {**keys, "sequence_number": message.sequence_number, "date": day}, rule.step_column)
+        )
+    if rule.activity_column:
+        day = client_local_date(occurred_at, tz_name)
+        rollups.append((ClientDailyActivity, {"client_id": message.client_id, "date": day}, rule.activity_column))
+    for n, (model, keys, column) in enumerate(rollups):
+        into, row, conflict, values = _upsert_parts(model, keys=keys, counts={column: 1})
+        steps.append(f"rollup{n} AS ({into} SELECT {row} WHERE EXISTS (SELECT 1 FROM event) {conflict})")  # noqa: S608
+        params += values
+    for n, (sql, values) in enumerate(also):
+        steps.append(f"also{n} AS ({sql} AND EXISTS (SELECT 1 FROM changed))")  # noqa: S608
+        params += values
     with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(f"WITH {', '.join(steps)} SELECT EXISTS (SELECT 1 FROM changed)", params)  # noqa: S608
+        row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 # --- Recomputing the rollups from raw events (verify_rollups, time zone changes) -----------------

@@ -6,9 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from email_service.models import EmailEvent, EmailSendQueue, Mailbox, StepDailyStats
+from email_service.gmail_client import SentMessage
+from email_service.models import ClientDailyActivity, EmailEvent, EmailSendQueue, Mailbox, StepDailyStats
 from email_service.sandbox.models import (
     FAULT_ACCEPT_THEN_CLOSE,
     FAULT_BACKEND_ERROR,
@@ -38,6 +41,36 @@ def test_accepted_the_row_is_sent_with_gmail_ids_an_event_and_rollups(sandbox, m
     assert EmailEvent.objects.filter(message=email, event_type="sent").count() == 1
     assert StepDailyStats.objects.get(client=mailbox.client).sent == 1
     assert fresh(mailbox).sent_today == 1
+
+
+def test_recording_an_accepted_send_is_one_statement_and_a_second_recording_writes_nothing(sandbox, mailbox):
+    Mailbox.objects.filter(pk=mailbox.pk).update(last_error="earlier 503", last_error_at=timezone.now())
+    mailbox.refresh_from_db()
+    email = queue(mailbox, status="sending", message_id="<q1@alice.test>")
+    sent = SentMessage(gmail_id="g1", thread_id="t1", label_ids=("SENT",), rfc822_message_id="<q1@alice.test>")
+
+    with CaptureQueriesContext(connection) as queries:
+        assert dispatch.record_sent(email=email, sent=sent, built=None, mailbox=mailbox, client=mailbox.client)
+    assert len(queries) == 1  # row, event, both rollups and the mailbox's error reset: one statement
+    email = fresh(email)
+    assert (email.status, email.gmail_message_id, email.gmail_thread_id) == ("sent", "g1", "t1")
+    event = EmailEvent.objects.get(message=email, event_type="sent")
+    assert event.dedupe_key == f"sent:{email.pk}" and event.detail == {
+        "gmail_message_id": "g1",
+        "gmail_thread_id": "t1",
+    }
+    assert (event.client_id, event.mailbox_id, event.campaign_id) == (email.client_id, mailbox.pk, email.campaign_id)
+    assert StepDailyStats.objects.get(client=mailbox.client).sent == 1
+    assert ClientDailyActivity.objects.get(client=mailbox.client).sent == 1
+    assert fresh(mailbox).last_error == ""
+
+    # Learnt twice (a resolver and the sender): the second recording changes nothing at all.
+    Mailbox.objects.filter(pk=mailbox.pk).update(last_error="a later error")
+    assert not dispatch.record_sent(email=email, sent=sent, built=None, mailbox=mailbox, client=mailbox.client)
+    assert EmailEvent.objects.filter(message=email, event_type="sent").count() == 1
+    assert StepDailyStats.objects.get(client=mailbox.client).sent == 1
+    assert ClientDailyActivity.objects.get(client=mailbox.client).sent == 1
+    assert fresh(mailbox).last_error == "a later error"
 
 
 def test_a_follow_up_lands_in_the_same_gmail_thread_under_the_id_gmail_stored(sandbox, mailbox):
