@@ -90,6 +90,9 @@ def test_the_login_form_shows_the_apis_errors_and_the_throttles_wait(page, asser
     assert page.get_by_label("Password").input_value() == ""
 
     for _ in range(20):
+        # The page clears the password once it has handled the previous answer: fill only after
+        # that, or the clearing can land after the fill and the form would not submit at all.
+        expect(page.get_by_label("Password")).to_have_value("")
         page.get_by_label("Password").fill("still-not-the-password")
         with page.expect_response("**/api/client/login") as answer:
             page.get_by_role("button", name="Sign in").click()
