@@ -451,11 +451,19 @@ def record_sent(
     }
     if built is not None:
         fields.update(subject=built.subject[:998], in_reply_to=built.in_reply_to, references=built.references)
-    detail = {"gmail_message_id": sent.gmail_id, "gmail_thread_id": sent.thread_id} | ({"note": note} if note else {})
+    event: dict[str, Any] = {
+        "message": email,
+        "event_type": EmailEvent.Type.SENT,
+        "occurred_at": sent_at,
+        "tz_name": client.timezone,
+        "dedupe_key": f"sent:{email.pk}",
+        "detail": {"gmail_message_id": sent.gmail_id, "gmail_thread_id": sent.thread_id}
+        | ({"note": note} if note else {}),
+    }
     if connection.vendor == "postgresql":
-        recorded = _record_sent_postgresql(email=email, fields=fields, mailbox=mailbox, client=client, detail=detail)
+        recorded = _record_sent_postgresql(email=email, fields=fields, mailbox=mailbox, event=event)
     else:
-        recorded = _record_sent_portable(email=email, fields=fields, mailbox=mailbox, client=client, detail=detail)
+        recorded = _record_sent_portable(email=email, fields=fields, mailbox=mailbox, event=event)
     if recorded:
         for name, value in fields.items():
             setattr(email, name, value)
@@ -463,27 +471,20 @@ def record_sent(
 
 
 def _record_sent_portable(
-    *, email: EmailSendQueue, fields: dict[str, Any], mailbox: Mailbox, client: Client, detail: dict[str, Any]
+    *, email: EmailSendQueue, fields: dict[str, Any], mailbox: Mailbox, event: dict[str, Any]
 ) -> bool:
     with transaction.atomic():
         # Not guarded by the claimant: the message went out, whoever learns it records it.
         if not EmailSendQueue.objects.filter(pk=email.pk).exclude(status=Status.SENT).update(**fields):
             return False
-        record_event(
-            message=email,
-            event_type=EmailEvent.Type.SENT,
-            occurred_at=fields["sent_at"],
-            tz_name=client.timezone,
-            dedupe_key=f"sent:{email.pk}",
-            detail=detail,
-        )
+        record_event(**event)
         if mailbox.last_error:
             Mailbox.objects.filter(pk=mailbox.pk).update(last_error="", last_error_at=None)
     return True
 
 
 def _record_sent_postgresql(
-    *, email: EmailSendQueue, fields: dict[str, Any], mailbox: Mailbox, client: Client, detail: dict[str, Any]
+    *, email: EmailSendQueue, fields: dict[str, Any], mailbox: Mailbox, event: dict[str, Any]
 ) -> bool:
     """The portable version's row, event, rollups and mailbox error reset, as one statement."""
     meta, quote = EmailSendQueue._meta, connection.ops.quote_name
@@ -497,16 +498,7 @@ def _record_sent_postgresql(
     if mailbox.last_error:
         table = quote(Mailbox._meta.db_table)
         also.append((f"UPDATE {table} SET last_error = '', last_error_at = NULL WHERE id = %s", [mailbox.pk]))  # noqa: S608
-    return record_event_after_update(
-        update=(update, [*values, email.pk, Status.SENT.value]),
-        message=email,
-        event_type=EmailEvent.Type.SENT,
-        occurred_at=fields["sent_at"],
-        tz_name=client.timezone,
-        dedupe_key=f"sent:{email.pk}",
-        detail=detail,
-        also=also,
-    )
+    return record_event_after_update(update=(update, [*values, email.pk, Status.SENT.value]), also=also, **event)
 
 
 def _guarded(claim: Claim) -> Any:
