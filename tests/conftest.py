@@ -64,6 +64,16 @@ def google_sandbox():
 
 
 @pytest.fixture
+def sandbox(settings):
+    """A running Google sandbox the app's settings point at (the sending and fault tests' world)."""
+    from tests.sending.gmail import make_test_sandbox, point_settings_at
+
+    with make_test_sandbox() as running:
+        point_settings_at(settings, running)
+        yield running
+
+
+@pytest.fixture
 def google_settings(settings, google_sandbox):
     """Point the app's Google settings at the sandbox, as an operator would with env variables."""
     from email_service.sandbox.testing import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_REDIRECT_URI

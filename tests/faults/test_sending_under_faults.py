@@ -12,7 +12,6 @@ import uuid
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from bench.faults.harness import (
     FAULT_MIX,
@@ -27,8 +26,7 @@ from email_service.models import EmailSendQueue
 from email_service.services.sending import SendRequest, enqueue_email
 from email_service.tasks import dispatch_due_task, sweep_queue_task
 from tests.factories import ClientFactory
-from tests.sending.gmail import make_test_sandbox, point_settings_at, sandbox_env
-from tests.sending.workers import Workers, purge_broker, wait_until
+from tests.sending.workers import wait_until, worker_pool
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -37,29 +35,16 @@ CAP = 6
 
 
 @pytest.fixture
-def sandbox(settings):
-    with make_test_sandbox() as running:
-        point_settings_at(settings, running)
-        yield running
-
-
-@pytest.fixture
 def workers(tmp_path, sandbox):
-    purge_broker()
-    running = Workers(
+    with worker_pool(
         tmp_path,
-        {
-            **sandbox_env(sandbox),
-            "GMAIL_HTTP_TIMEOUT": "2",  # the sandbox's injected latency (3 s) outlasts it
-            "SEND_LEASE_SECONDS": "20",
-            "SEND_UNKNOWN_RESOLVE_DELAY_SECONDS": "4",  # after the hung request has been stored
-            "SEND_RETRY_BASE_SECONDS": "1",
-        },
-    )
-    yield running
-    running.stop()
-    purge_broker()
-    connection.close()
+        sandbox,
+        GMAIL_HTTP_TIMEOUT="2",  # the sandbox's injected latency (3 s) outlasts it
+        SEND_LEASE_SECONDS="20",
+        SEND_UNKNOWN_RESOLVE_DELAY_SECONDS="4",  # after the hung request has been stored
+        SEND_RETRY_BASE_SECONDS="1",
+    ) as running:
+        yield running
 
 
 def enqueue(client, n: int, subject: str) -> None:

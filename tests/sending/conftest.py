@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from tests.factories import MailboxFactory
-from tests.sending.gmail import connect_mailbox, make_test_sandbox, point_settings_at
+from tests.sending.gmail import connect_mailbox
 
 
 def payload(client, **overrides):
@@ -27,14 +27,6 @@ def payload(client, **overrides):
 @pytest.fixture
 def alice_mailbox(alice):
     return MailboxFactory(client=alice, email="sam@alice.test", display_name="Sam from Alice")
-
-
-@pytest.fixture
-def sandbox(settings):
-    """A running Google sandbox the app's settings point at."""
-    with make_test_sandbox() as running:
-        point_settings_at(settings, running)
-        yield running
 
 
 @pytest.fixture

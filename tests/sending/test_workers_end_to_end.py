@@ -8,7 +8,6 @@ import uuid
 from collections import Counter, defaultdict
 
 import pytest
-from django.db import connection
 
 from email_service.models import EmailSendQueue, LeadMailboxAssignment
 from email_service.sandbox.models import FAULT_LATENCY, OP_GET, OP_SEND, OP_TOKEN_REFRESH
@@ -16,8 +15,8 @@ from email_service.services.pacing import PACE_SLACK
 from email_service.services.sending import SendRequest, enqueue_email
 from email_service.tasks import dispatch_due_task, sweep_queue_task
 from tests.factories import ClientFactory
-from tests.sending.gmail import connect_mailbox, make_test_sandbox, point_settings_at, sandbox_env
-from tests.sending.workers import Workers, purge_broker, wait_until
+from tests.sending.gmail import connect_mailbox
+from tests.sending.workers import wait_until, worker_pool
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -25,29 +24,10 @@ RATE = 2.5
 
 
 @pytest.fixture
-def sandbox(settings):
-    with make_test_sandbox() as running:
-        point_settings_at(settings, running)
-        yield running
-
-
-@pytest.fixture
 def workers(tmp_path, sandbox):
-    purge_broker()
-    running = Workers(
-        tmp_path,
-        {
-            **sandbox_env(sandbox),
-            "GMAIL_HTTP_TIMEOUT": "10",
-            "SEND_LEASE_SECONDS": "20",
-            "SEND_UNKNOWN_RESOLVE_DELAY_SECONDS": "1",
-            "SEND_RETRY_BASE_SECONDS": "1",
-        },
-    )
-    yield running
-    running.stop()
-    purge_broker()
-    connection.close()
+    settings = {"SEND_LEASE_SECONDS": "20", "SEND_UNKNOWN_RESOLVE_DELAY_SECONDS": "1", "SEND_RETRY_BASE_SECONDS": "1"}
+    with worker_pool(tmp_path, sandbox, GMAIL_HTTP_TIMEOUT="10", **settings) as running:
+        yield running
 
 
 def request(client, lead_id, email, step, subject):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 
 from OreeStats.celery import app
+from tests.sending.gmail import sandbox_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +34,19 @@ def worker_env(extra: dict[str, str]) -> dict[str, str]:
     if db.get("PASSWORD"):
         env["DATABASE_URL"] = env["DATABASE_URL"].replace(f"{db['USER']}@", f"{db['USER']}:{db['PASSWORD']}@")
     return env
+
+
+@contextlib.contextmanager
+def worker_pool(tmp_path: Path, sandbox: Any, **env: str) -> Iterator[Workers]:
+    """Workers pointed at the sandbox with these settings; the broker is purged before and after."""
+    purge_broker()
+    running = Workers(tmp_path, {**sandbox_env(sandbox), **env})
+    try:
+        yield running
+    finally:
+        running.stop()
+        purge_broker()
+        connection.close()
 
 
 class Workers:
