@@ -95,7 +95,8 @@ def test_four_workers_send_every_email_once_paced_capped_sticky_and_threaded(san
     # claim time of each row) are >= 0.9/rate apart, and n slots span at least (n - 1 - 0.1) intervals
     # (the first slot's successor may come 0.9 interval after it; every later one a whole interval),
     # so any T seconds hold at most floor((T + 0.1/rate) x rate) + 1. The sandbox's side, through the
-    # noise of two busy cores: at most floor(T x rate) + 1 arrivals in any 4 s.
+    # noise of two busy cores (one send may reach it up to an interval late, next to its successor):
+    # at most floor(T x rate) + 2 arrivals in any 4 s — a mailbox at twice its pace would show ~21.
     for box in mailboxes:
         starts = sorted(EmailSendQueue.objects.filter(mailbox=box).values_list("send_started_at", flat=True))
         assert min((b - a).total_seconds() for a, b in itertools.pairwise(starts)) >= (1 - PACE_SLACK) / RATE - 1e-6
@@ -104,7 +105,7 @@ def test_four_workers_send_every_email_once_paced_capped_sticky_and_threaded(san
     for msgs in received.values():
         times = sorted(m.received_at for m in msgs)
         for i, start in enumerate(times):
-            assert sum(1 for t in times[i:] if t < start + 4.0) <= int(4.0 * RATE) + 1
+            assert sum(1 for t in times[i:] if t < start + 4.0) <= int(4.0 * RATE) + 2
 
     # Every lead on one mailbox, the one its assignment names.
     by_recipient = defaultdict(set)
