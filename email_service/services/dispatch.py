@@ -884,7 +884,8 @@ def dispatch_due(*, now: datetime | None = None) -> int:
         logger.info("taking over %d mailboxes whose turn task did not start in time", len(lost))
     size = turn_group_size(len(due))
     started = sum(schedule_turns(mailbox_ids=lost[i : i + size], at=now, force=True) for i in range(0, len(lost), size))
-    fresh = [m for m in due if m not in set(lost)] if lost else due
+    taken_over = set(lost)
+    fresh = [m for m in due if m not in taken_over]
     return started + sum(schedule_turns(mailbox_ids=fresh[i : i + size], at=now) for i in range(0, len(fresh), size))
 
 

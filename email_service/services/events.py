@@ -273,7 +273,8 @@ def record_event_after_update(
     """PostgreSQL: run `update` and, only if it changed a row, `record_event`'s event and rollups, in ONE statement.
 
     `update` is an `UPDATE … RETURNING 1` of the message (e.g. "sent, if not already"); `also`
-    are further data-modifying statements run in the same statement only if it changed a row.
+    are further data-modifying statements (each ending in its WHERE clause, to which the condition
+    is appended) run in the same statement only if it changed a row.
     For event types that move no per-message fact (sent, failed): the same rows as
     `record_event` inside the caller's transaction, without its round trips. False when the
     update matched nothing (then nothing at all is written).
@@ -295,15 +296,15 @@ def record_event_after_update(
         f"event AS ({_EVENT_INTO}SELECT {_EVENT_ROW} WHERE EXISTS (SELECT 1 FROM changed) "  # noqa: S608
         "ON CONFLICT DO NOTHING RETURNING id)"
     )
+    # A sent or failed event is filed under its own day in both rollups (see _apply_rule).
+    day = client_local_date(occurred_at, tz_name)
     rollups: list[tuple[type[models.Model], dict[str, Any], str]] = []
     if rule.step_column:
-        day = client_local_date(occurred_at, tz_name)
         keys = {"client_id": message.client_id, "campaign_id": message.campaign_id}
         rollups.append(
             (StepDailyStats, {**keys, "sequence_number": message.sequence_number, "date": day}, rule.step_column)
         )
     if rule.activity_column:
-        day = client_local_date(occurred_at, tz_name)
         rollups.append((ClientDailyActivity, {"client_id": message.client_id, "date": day}, rule.activity_column))
     for n, (model, keys, column) in enumerate(rollups):
         into, row, conflict, values = _upsert_parts(model, keys=keys, counts={column: 1})

@@ -221,8 +221,8 @@ class _TrackingRows:
             transaction.on_commit(lambda: cache_links(created))
 
 
-_LINK_FIELDS = [f for f in EmailClickTracking._meta.concrete_fields]
-_PIXEL_FIELDS = [f for f in EmailTrackingPixel._meta.concrete_fields]
+_LINK_FIELDS = list(EmailClickTracking._meta.concrete_fields)
+_PIXEL_FIELDS = list(EmailTrackingPixel._meta.concrete_fields)
 
 
 def _insert_sql(model: type[models.Model], fields: list[Any]) -> str:
