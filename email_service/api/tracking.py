@@ -17,7 +17,6 @@ from typing import Any
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
-from django.utils.encoding import iri_to_uri
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -100,7 +99,7 @@ def serve_click(request: HttpRequest, token: str) -> HttpResponse:
             tracking.record_click_now(link=outcome.link, facts=facts)
         except Exception:
             logger.exception("Could not record a click")
-    response = HttpResponseRedirect(iri_to_uri(url))
+    response = HttpResponseRedirect(url)  # it sets Location through iri_to_uri itself
     response["Cache-Control"] = NO_STORE
     # The click URL carries our token: do not pass it on to the destination as a Referer.
     response["Referrer-Policy"] = "no-referrer"

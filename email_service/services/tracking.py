@@ -392,13 +392,13 @@ def _link_value(*, message_id: object, url: str) -> str:
     return f"{message_id}|{url}"
 
 
-# One round trip per click: read the cached destination and, when it is there, buffer the hit and
-# note it for the burst rule. The burst key is built from the cached message id (single Redis
-# instance; under Redis Cluster the three keys would need one hash tag).
+# One round trip per click: read the cached destination (refreshing its TTL in the same command: Redis
+# >= 6.2, which the drain's XAUTOCLAIM needs too) and, when it is there, buffer the hit and note it for
+# the burst rule. The burst key is built from the cached message id (single Redis instance; under
+# Redis Cluster the three keys would need one hash tag).
 _CLICK_LUA = """
-local value = redis.call('GET', KEYS[1])
+local value = redis.call('GETEX', KEYS[1], 'EX', ARGV[1])
 if not value then return false end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
 local message_id = string.sub(value, 1, string.find(value, '|', 1, true) - 1)
 local burst = ARGV[2] .. message_id .. ':' .. ARGV[3]
 redis.call('ZADD', burst, ARGV[4], ARGV[5])

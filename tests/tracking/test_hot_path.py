@@ -63,6 +63,14 @@ def test_a_click_is_buffered_with_its_burst_note_and_redirects_to_the_stored_url
     assert EmailEvent.objects.filter(event_type="click", link=link).count() == 1
 
 
+def test_a_click_renews_its_cached_destination_for_another_thirty_days(browser, link):
+    client = tracking._redis()
+    key = tracking._link_key(link.token)
+    client.expire(key, 60)
+    assert browser.get(f"/api/track/click/{link.token}")["Location"] == DESTINATION
+    assert client.ttl(key) > tracking.LINK_CACHE_TTL_SECONDS - 60
+
+
 def test_a_click_still_records_once_when_redis_does_not_know_the_script(browser, link, monkeypatch):
     # As after a Redis restart or SCRIPT FLUSH: EVALSHA answers NOSCRIPT, nothing ran, the script itself is sent.
     unknown = tracking._CLICK_ARGC + tracking._bulk(b"EVALSHA") + tracking._bulk(b"0" * 40) + tracking._bulk(b"2")
