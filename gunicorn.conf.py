@@ -15,3 +15,10 @@ accesslog = "-"
 # The query string can hold nothing secret here, but keep the access log to method, path and status.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """Write out the tracking hits this worker still holds (atexit does too; a second flush finds none)."""
+    from email_service.services.tracking import flush_hits
+
+    flush_hits()

@@ -83,6 +83,9 @@ try:
 
     MACHINE_OPEN_WINDOW_SECONDS = env.integer("MACHINE_OPEN_WINDOW_SECONDS", 3, minimum=0, maximum=3600)
     MACHINE_CLICK_WINDOW_SECONDS = env.integer("MACHINE_CLICK_WINDOW_SECONDS", 10, minimum=0, maximum=3600)
+    # How long a web process gathers tracking hits before writing them to Redis in one batch
+    # (services/tracking.py, the hit writer); 0 writes each hit in its request.
+    TRACKING_FLUSH_MS = env.integer("TRACKING_FLUSH_MS", 10, minimum=0, maximum=60_000)
     MAILBOX_MAX_SENDS_PER_SECOND = env.number("MAILBOX_MAX_SENDS_PER_SECOND", 2.5, minimum=0.001)
     # A claimed email's lease: longer than the send task's hard time limit (lease - 30 s), so only
     # a dead worker's rows are ever taken over; they are then looked up in the mailbox first.

@@ -5,10 +5,11 @@ Two halves:
 - **At send time** `prepare_tracked_html` (called by the sending pipeline's message builder)
   rewrites every http(s) link into an opaque click URL, stores the byte-exact original
   destination, fills the `{{unsubscribe_url}}` placeholder and adds one pixel.
-- **On the hot path** a pixel costs one Redis `XADD`; a click one Redis script (read the cached
-  destination, `XADD` the hit, note it for the burst rule), the database only on a cache miss.
-  Each request thread sends its one pre-encoded command on a Redis connection of its own (no
-  pool, pipeline or hand-off between threads). `drain_tracking_events`
+- **On the hot path** a pixel queues its hit, already encoded, for this process's hit writer and
+  answers; a click reads its destination from the Redis link cache (`GETEX`, on the request
+  thread's own connection; the database only on a miss) and queues its hit and burst note the same
+  way. The writer thread sends what has gathered every `TRACKING_FLUSH_MS` as one pipelined write
+  (`XADD` per hit) and records in the database whatever Redis did not acknowledge. `drain_tracking_events`
   (Celery beat; any number side by side through a Redis consumer group) labels the hits
   (services.machine) and records them in batches through `services.events.record_events_batch`,
   each with the stream entry id as its `dedupe_key`, so a hit replayed after a crash never
@@ -17,9 +18,10 @@ Two halves:
 
 from __future__ import annotations
 
+import atexit
+import collections
 import contextlib
 import functools
-import hashlib
 import html
 import ipaddress
 import logging
@@ -392,34 +394,14 @@ def _link_value(*, message_id: object, url: str) -> str:
     return f"{message_id}|{url}"
 
 
-# One round trip per click: read the cached destination (refreshing its TTL in the same command: Redis
-# >= 6.2, which the drain's XAUTOCLAIM needs too) and, when it is there, buffer the hit and note it for
-# the burst rule. The burst key is built from the cached message id (single Redis instance; under
-# Redis Cluster the three keys would need one hash tag).
-_CLICK_LUA = """
-local value = redis.call('GETEX', KEYS[1], 'EX', ARGV[1])
-if not value then return false end
-local message_id = string.sub(value, 1, string.find(value, '|', 1, true) - 1)
-local burst = ARGV[2] .. message_id .. ':' .. ARGV[3]
-redis.call('ZADD', burst, ARGV[4], ARGV[5])
-redis.call('EXPIRE', burst, ARGV[6])
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7))
-return value
-"""
-
-
-_CLICK_LUA_SHA = hashlib.sha1(_CLICK_LUA.encode(), usedforsecurity=False).hexdigest().encode()
-
-
 # ---------------------------------------------------------------------------------------------
-# The hot path's Redis calls: one command, one round trip, on the request thread's own connection
+# The hot path's Redis calls: commands already encoded, on the calling thread's own connection
 # ---------------------------------------------------------------------------------------------
 #
-# Each gunicorn thread keeps one Redis connection of its own and writes the command already
-# encoded (RESP), so a hit costs one `sendall` and one reply read: no pool lock, no pipeline or
-# script object, no hand-off to another thread. A hit is acknowledged to the browser only after
-# Redis answered it, so nothing acknowledged is lost; on any error the connection is dropped and
-# the caller records the hit in the request instead (the same rule as before).
+# Each thread (a gunicorn request thread reading a click's destination, the hit writer) keeps one
+# Redis connection of its own and writes RESP-encoded commands: one `sendall`, then the replies;
+# no pool lock, no pipeline object. On any error but an error reply the connection is dropped, so
+# the next use starts on a fresh one.
 
 _thread = threading.local()
 
@@ -435,21 +417,32 @@ def _thread_connection(client: redis.Redis) -> Any:
     return conn
 
 
-def _call(client: redis.Redis, packed: bytes) -> Any:
-    """Send one packed command on this thread's connection and return Redis's reply.
-
-    A Redis error reply (`ResponseError`) leaves the connection usable; anything else (timeout,
-    reset, a half-read reply) drops it, so the next request starts on a fresh connection.
-    """
+def _send(client: redis.Redis, packed: bytes) -> Any:
+    """Write packed commands on this thread's connection; returns the connection to read the replies from."""
     conn = _thread_connection(client)
     try:
         conn.send_packed_command([packed], check_health=False)
+    except BaseException:
+        conn.disconnect()
+        raise
+    return conn
+
+
+def _receive(conn: Any) -> Any:
+    """Read one reply. A Redis error reply (`ResponseError`) leaves the connection usable; anything
+    else (timeout, reset, a half-read reply) drops it, so the next use starts on a fresh connection."""
+    try:
         return conn.read_response()
     except redis.ResponseError:
         raise
     except BaseException:
         conn.disconnect()
         raise
+
+
+def _call(client: redis.Redis, packed: bytes) -> Any:
+    """Send one packed command on this thread's connection and return Redis's reply."""
+    return _receive(_send(client, packed))
 
 
 def _bulk(value: bytes) -> bytes:
@@ -476,32 +469,23 @@ def _packed_key_parts() -> tuple[bytes, bytes, bytes]:
 _OPEN_HEAD = b"*17\r\n$4\r\nXADD\r\n"
 _BULK_STAR = _bulk(b"*")
 _BULK_O = _bulk(b"k") + _bulk(b"o")
-_BULK_C = _bulk(b"k") + _bulk(b"c")
-_BULK_T, _BULK_M, _BULK_UA, _BULK_IP, _BULK_P, _BULK_TS, _BULK_R = (
-    _bulk(name) for name in (b"t", b"m", b"ua", b"ip", b"p", b"ts", b"r")
-)
 _BULK_LINK_TTL = _bulk(str(LINK_CACHE_TTL_SECONDS).encode())
-_BULK_BURST_TTL = _bulk(str(BURST_KEY_TTL_SECONDS).encode())
+
+
+# The hit's fields after `k` (t, m, ua, ip, p, ts, in the order `_hit_fields` lists them), RESP-encoded
+# by one formatting operation: this runs for every pixel and click.
+_FIELDS = (
+    b"$1\r\nt\r\n$%d\r\n%b\r\n$1\r\nm\r\n$%d\r\n%b\r\n$2\r\nua\r\n$%d\r\n%b\r\n"
+    b"$2\r\nip\r\n$%d\r\n%b\r\n$1\r\np\r\n$1\r\n%b\r\n$2\r\nts\r\n$%d\r\n%b\r\n"
+)
 
 
 def _packed_fields(token: bytes, facts: machine.HitFacts, ts: bytes) -> bytes:
-    """The hit's fields after `k` (t, m, ua, ip, p, ts), in the order `_hit_fields` lists them."""
-    return b"".join(
-        (
-            _BULK_T,
-            _bulk(token),
-            _BULK_M,
-            _bulk(facts.method.encode()),
-            _BULK_UA,
-            _bulk(_encode(facts.user_agent)),
-            _BULK_IP,
-            _bulk((facts.ip or "").encode()),
-            _BULK_P,
-            _bulk(b"1" if facts.prefetch else b"0"),
-            _BULK_TS,
-            _bulk(ts),
-        )
-    )
+    method, user_agent, ip = facts.method.encode(), _encode(facts.user_agent), (facts.ip or "").encode()
+    prefetch = b"1" if facts.prefetch else b"0"
+    return _FIELDS % (
+        len(token), token, len(method), method, len(user_agent), user_agent, len(ip), ip, prefetch, len(ts), ts,
+    )  # fmt: skip
 
 
 def _hit_fields(kind: str, token: str, facts: machine.HitFacts) -> dict[str, str | int]:
@@ -517,16 +501,149 @@ def _hit_fields(kind: str, token: str, facts: machine.HitFacts) -> dict[str, str
     }
 
 
-def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
-    """Queue one pixel fetch for the drain: one `XADD`, answered by Redis before the pixel goes out.
+# ---------------------------------------------------------------------------------------------
+# The hit writer: hits leave the request in a per-process queue, Redis gets them in batches
+# ---------------------------------------------------------------------------------------------
+#
+# A round trip to Redis per hit (write, then wait for Redis's answer) is what made recording cost
+# a fifth to a third of the pixel's throughput (bench/tracking/README.md): the answer is waited for
+# in the request, and each trip wakes Redis and the request's thread. So a request only appends its
+# hit, already encoded, to this process's queue and answers; one writer thread per process sends
+# what has gathered every `TRACKING_FLUSH_MS` as one pipelined write and reads the answers. A hit
+# Redis refuses or cannot take (down, connection lost) is recorded in the database by the writer.
+# The queue is written out when the process exits normally (gunicorn's graceful restarts), so what
+# a hard kill (SIGKILL, the OOM killer) can cost is the hits of the last few milliseconds: the same
+# kind of window as Redis's own `appendfsync everysec`, three orders of magnitude shorter.
+# `TRACKING_FLUSH_MS=0` writes each hit in its request and waits for Redis's answer (the tests).
 
-    False without Redis (or with Redis away): the caller records in the request.
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    """One hit on its way to the stream: its commands (packed), how many replies they get, its fallback."""
+
+    commands: bytes
+    replies: int
+    kind: str
+    token: str
+    facts: machine.HitFacts
+    message_id: str = ""
+
+    def record_in_database(self) -> None:
+        if self.kind == "o":
+            record_open_now(token=self.token, facts=self.facts)
+        else:
+            link = find_link(self.token)
+            if link is not None:
+                record_click_now(link=link, facts=self.facts)
+
+
+class _HitWriter:
+    """This process's queue of hits and the thread that writes them to Redis."""
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[_Hit] = collections.deque()
+        self.wake = threading.Event()
+        self.writing = threading.Lock()  # one batch at a time: the thread, an exit, a test
+        self.started = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def put(self, hit: _Hit) -> None:
+        self.queue.append(hit)
+        if settings.TRACKING_FLUSH_MS <= 0:
+            self.flush()
+            return
+        if self.thread is None:
+            self._start()
+        if not self.wake.is_set():
+            self.wake.set()
+
+    def _start(self) -> None:
+        with self.started:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="tracking-hit-writer", daemon=True)
+                self.thread.start()
+                atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            time.sleep(settings.TRACKING_FLUSH_MS / 1000)  # let the batch gather
+            self.wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                logger.exception("Could not write tracking hits")
+            finally:
+                if self.queue and not self.wake.is_set():
+                    self.wake.set()
+
+    def flush(self) -> None:
+        """Write everything queued so far; returns once Redis (or the database) has each hit."""
+        with self.writing:
+            while self.queue:
+                batch = [self.queue.popleft() for _ in range(min(len(self.queue), WRITE_BATCH))]
+                self._write(batch)
+
+    def _write(self, batch: list[_Hit]) -> None:
+        """One pipelined write of the batch. A hit whose `XADD` Redis did not acknowledge goes to the
+        database instead; one it did is never written again (a refused burst note only loses the note)."""
+        client = _redis()
+        acknowledged = 0  # hits whose XADD answer has been read, in order
+        failed: list[_Hit] = []
+        if client is not None:
+            try:
+                conn = _send(client, b"".join(hit.commands for hit in batch))
+                for hit in batch:
+                    try:
+                        _receive(conn)
+                    except redis.ResponseError:
+                        failed.append(hit)
+                    acknowledged += 1
+                    for _note in range(hit.replies - 1):
+                        with contextlib.suppress(redis.ResponseError):
+                            _receive(conn)
+            except Exception:
+                # The connection broke (and was dropped): the unanswered rest goes to the database.
+                logger.warning("Tracking buffer unavailable", exc_info=True)
+        failed.extend(batch[acknowledged:])
+        if not failed:
+            return
+        logger.warning("Recording %d tracking hits in the database instead of the buffer", len(failed))
+        for hit in failed:
+            try:
+                hit.record_in_database()
+            except Exception:
+                logger.exception("Could not record a tracking hit")
+        if threading.current_thread() is self.thread:
+            connection.close()  # the writer thread's own database connection: it may idle for hours
+
+
+WRITE_BATCH = 500
+_writers: dict[int, _HitWriter] = {}
+
+
+def _writer() -> _HitWriter:
+    """This process's writer (a forked child gets its own: the parent's thread did not come along)."""
+    writer = _writers.get(os.getpid())
+    if writer is None:
+        writer = _writers.setdefault(os.getpid(), _HitWriter())
+    return writer
+
+
+def flush_hits() -> None:
+    """Write out this process's queued hits now (tests, benchmarks, shutdown)."""
+    _writer().flush()
+
+
+def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
+    """Hand one pixel fetch to the drain's buffer (one `XADD`, written by the hit writer).
+
+    False without Redis: the caller records in the request.
     """
-    client = _redis()
-    if client is None:
+    if _redis() is None:
         return False
     stream, _, _ = _packed_key_parts()
-    packed = b"".join(
+    commands = b"".join(
         (
             _OPEN_HEAD,
             _bulk(stream),
@@ -535,11 +652,7 @@ def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
             _packed_fields(token.encode(), facts, str(_now_ms()).encode()),
         )
     )
-    try:
-        _call(client, packed)
-    except redis.RedisError:
-        logger.warning("Tracking buffer unavailable; recording in the request instead")
-        return False
+    _writer().put(_Hit(commands=commands, replies=1, kind="o", token=token, facts=facts))
     return True
 
 
@@ -552,48 +665,37 @@ class ClickOutcome:
     link: EmailClickTracking | None = None
 
 
-# EVALSHA <sha> 2 <link key> <stream>, the script's 6 arguments, the hit's 8 field pairs: 27 in all
-_CLICK_ARGC = b"*27\r\n"
-_EVALSHA_HEAD = _CLICK_ARGC + _bulk(b"EVALSHA") + _bulk(_CLICK_LUA_SHA) + _bulk(b"2")
-_EVAL_HEAD = _CLICK_ARGC + _bulk(b"EVAL") + _bulk(_CLICK_LUA.encode()) + _bulk(b"2")
+# XADD <stream> * k c <fields> r <click id>; ZADD <burst key> <ms> <token>|<click id>; EXPIRE <burst key> <ttl>
+_CLICK_COMMANDS = (
+    b"*19\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n$1\r\nk\r\n$1\r\nc\r\n%b$1\r\nr\r\n$%d\r\n%b\r\n"
+    b"*4\r\n$4\r\nZADD\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+    b"*3\r\n$6\r\nEXPIRE\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+)
+_BURST_TTL = str(BURST_KEY_TTL_SECONDS).encode()
 
 
-def _click_command(token: str, facts: machine.HitFacts) -> bytes:
-    """The click script's keys and arguments, packed once (both EVALSHA and EVAL take them)."""
-    stream, link_prefix, burst_prefix = _packed_key_parts()
+def _click_commands(keys: tuple[bytes, bytes, bytes], token: str, message_id: str, facts: machine.HitFacts) -> bytes:
+    """The click's `XADD` and its burst note (`ZADD` + `EXPIRE` of the message's key for this source)."""
+    stream, _, burst_prefix = keys
     raw_token = token.encode()
     ts = str(_now_ms()).encode()
     click_id = secrets.token_hex(6).encode()
-    return b"".join(
-        (
-            _bulk(link_prefix + raw_token),
-            _bulk(stream),
-            _BULK_LINK_TTL,
-            _bulk(burst_prefix),
-            _bulk((facts.ip or "-").encode()),
-            _bulk(ts),
-            _bulk(raw_token + b"|" + click_id),
-            _BULK_BURST_TTL,
-            _BULK_C,
-            _packed_fields(raw_token, facts, ts),
-            _BULK_R,
-            _bulk(click_id),
-        )
-    )
+    burst = burst_prefix + message_id.encode() + b":" + (facts.ip or "-").encode()
+    member = raw_token + b"|" + click_id
+    return _CLICK_COMMANDS % (
+        len(stream), stream, _packed_fields(raw_token, facts, ts), len(click_id), click_id,
+        len(burst), burst, len(ts), ts, len(member), member,
+        len(burst), burst, len(_BURST_TTL), _BURST_TTL,
+    )  # fmt: skip
 
 
-def _run_click_script(client: redis.Redis, command: bytes) -> Any:
-    """EVALSHA with the script's known digest; the full script once when Redis does not have it (yet)."""
-    try:
-        return _call(client, _EVALSHA_HEAD + command)
-    except redis.exceptions.NoScriptError:
-        # NOSCRIPT (a restarted or flushed Redis): nothing ran, so sending the script cannot record the hit twice.
-        pass
-    return _call(client, _EVAL_HEAD + command)
+def _getex_link(link_prefix: bytes, token: str) -> bytes:
+    """`GETEX <link key> EX <30 days>`: the cached destination, its TTL renewed by the click."""
+    return b"*4\r\n$5\r\nGETEX\r\n" + _bulk(link_prefix + token.encode()) + b"$2\r\nEX\r\n" + _BULK_LINK_TTL
 
 
 def track_click(*, token: str, facts: machine.HitFacts) -> ClickOutcome:
-    """The click's destination and its buffering in one Redis round trip; the database only on a cache miss.
+    """The click's destination from the Redis link cache (the database on a miss); its hit to the writer.
 
     Without Redis (or with Redis down) the destination comes from the database and `buffered` is
     False: the caller records the click in the request. An unknown token is `url=None`, nothing buffered.
@@ -602,20 +704,24 @@ def track_click(*, token: str, facts: machine.HitFacts) -> ClickOutcome:
         return ClickOutcome(url=None, buffered=False)
     client = _redis()
     if client is not None:
-        for _attempt in range(2):
-            try:
-                value = _run_click_script(client, _click_command(token, facts))
-            except redis.RedisError:
-                logger.warning("Tracking buffer unavailable; recording in the request instead")
-                break  # Redis away: the database answers and the click is recorded in the request.
+        keys = _packed_key_parts()
+        try:
+            value = _call(client, _getex_link(keys[1], token))
+        except redis.RedisError:
+            logger.warning("Tracking buffer unavailable; recording in the request instead")
+        else:
             if isinstance(value, bytes):
-                _, _, url = value.decode("utf-8").partition("|")
-                return ClickOutcome(url=url, buffered=True)
-            # Not cached (yet), nothing buffered: the database knows, and fills the cache for the next click.
-            link = find_link(token)
-            if link is None:
-                return ClickOutcome(url=None, buffered=False)
-            cache_links([link])
+                message_id, _, url = value.decode("utf-8").partition("|")
+            else:
+                # Not cached (yet): the database knows, and fills the cache for the next click.
+                link = find_link(token)
+                if link is None or not is_trackable(link.url):
+                    return ClickOutcome(url=None, buffered=False)  # only http(s) is ever redirected to
+                cache_links([link])
+                message_id, url = str(link.message_id), link.url
+            commands = _click_commands(keys, token, message_id, facts)
+            _writer().put(_Hit(commands=commands, replies=3, kind="c", token=token, facts=facts, message_id=message_id))
+            return ClickOutcome(url=url, buffered=True)
     link = find_link(token)
     return ClickOutcome(url=link.url if link else None, buffered=False, link=link)
 
@@ -641,8 +747,8 @@ def cached_destination(token: str) -> str | None:
     """The destination as a click reads it (Redis, else the database), recording nothing: the benchmark's baseline."""
     client = _redis()
     if client is not None and TOKEN_RE.match(token):
-        # The same connection and encoding as the click's script: only the recording differs.
-        value = _call(client, b"*2\r\n$3\r\nGET\r\n" + _bulk(_packed_key_parts()[1] + token.encode()))
+        # The same command, connection and encoding as the click's lookup: only the recording differs.
+        value = _call(client, _getex_link(_packed_key_parts()[1], token))
         if isinstance(value, bytes):
             return value.decode("utf-8").partition("|")[2]
     link = find_link(token)

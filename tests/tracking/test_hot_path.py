@@ -71,17 +71,6 @@ def test_a_click_renews_its_cached_destination_for_another_thirty_days(browser, 
     assert client.ttl(key) > tracking.LINK_CACHE_TTL_SECONDS - 60
 
 
-def test_a_click_still_records_once_when_redis_does_not_know_the_script(browser, link, monkeypatch):
-    # As after a Redis restart or SCRIPT FLUSH: EVALSHA answers NOSCRIPT, nothing ran, the script itself is sent.
-    unknown = tracking._CLICK_ARGC + tracking._bulk(b"EVALSHA") + tracking._bulk(b"0" * 40) + tracking._bulk(b"2")
-    monkeypatch.setattr(tracking, "_EVALSHA_HEAD", unknown)
-    response = browser.get(f"/api/track/click/{link.token}")
-    assert response["Location"] == DESTINATION
-    assert len(_buffered()) == 1
-    drain()
-    assert EmailEvent.objects.filter(event_type="click").count() == 1
-
-
 def test_a_connection_redis_dropped_costs_no_hit_and_counts_none_twice(browser, pixel, message):
     client = tracking._redis()
     browser.get(f"/api/track/open/{pixel.token}.png")

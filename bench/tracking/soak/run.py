@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:{PG_PORT}/{DB_NAME}",
         "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
         "LOG_LEVEL": "WARNING",
+        "TRACKING_FLUSH_MS": "10",  # the deployment's hit writer (settings_test writes each hit in its request)
     }
     os.environ.update(env)
     import django

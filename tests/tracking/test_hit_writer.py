@@ -1,0 +1,153 @@
+"""The hit writer: a request queues its hit and answers; one thread per process writes the queue to
+Redis in batches, and whatever Redis does not acknowledge is recorded in the database, once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from email_service.models import EmailClickTracking, EmailEvent, EmailTrackingPixel
+from email_service.services import tracking
+from tests.tracking.conftest import drain
+
+# The writer thread records through its own database connection: its writes must be committed to be seen.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DESTINATION = "https://example.com/pricing?plan=pro&ref=mail#annual"
+
+
+@pytest.fixture
+def threaded(settings):
+    settings.TRACKING_FLUSH_MS = 5
+    yield
+    tracking.flush_hits()
+
+
+@pytest.fixture
+def pixel(message):
+    return EmailTrackingPixel.objects.create(message=message)
+
+
+@pytest.fixture
+def link(message):
+    created = EmailClickTracking.objects.create(message=message, url=DESTINATION)
+    tracking.cache_links([created])
+    return created
+
+
+def _buffered() -> int:
+    client = tracking._redis()
+    assert client is not None
+    return int(client.xlen(tracking.stream_key()))
+
+
+def _eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_hits_reach_the_stream_from_the_writer_thread_without_another_request(threaded, browser, pixel, link, message):
+    for _ in range(3):
+        assert browser.get(f"/api/track/open/{pixel.token}.png").content == tracking.PIXEL_PNG
+    assert browser.get(f"/api/track/click/{link.token}", REMOTE_ADDR="192.0.2.9")["Location"] == DESTINATION
+    assert _eventually(lambda: _buffered() == 4)
+    assert tracking._redis().zcard(tracking._burst_key(str(message.pk), "192.0.2.9")) == 1
+    assert drain().recorded == 4
+    assert EmailEvent.objects.filter(message=message, event_type="open").count() == 3
+    assert EmailEvent.objects.filter(message=message, event_type="click", link=link).count() == 1
+
+
+def test_a_hit_redis_refuses_is_recorded_in_the_database_once(threaded, browser, pixel, message):
+    client = tracking._redis()
+    client.set(tracking.stream_key(), "not a stream")  # XADD now answers WRONGTYPE
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    assert _eventually(lambda: EmailEvent.objects.filter(message=message, event_type="open").count() == 1)
+    client.delete(tracking.stream_key())
+    tracking.flush_hits()
+    assert drain().read == 0
+    assert EmailEvent.objects.filter(message=message, event_type="open").count() == 1
+
+
+def test_hits_gathered_while_redis_is_away_are_recorded_in_the_database(threaded, settings, browser, pixel, link):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    assert _eventually(lambda: EmailEvent.objects.filter(event_type="open").count() == 2)
+    # The click's lookup fails at once, so its destination comes from the database and it is recorded in the request.
+    assert browser.get(f"/api/track/click/{link.token}")["Location"] == DESTINATION
+    assert EmailEvent.objects.filter(event_type="click").count() == 1
+
+
+def test_the_exit_flush_writes_what_is_still_queued(settings, browser, pixel, monkeypatch):
+    settings.TRACKING_FLUSH_MS = 5
+    monkeypatch.setattr(tracking._HitWriter, "_start", lambda self: None)  # no thread: only the flush writes
+    monkeypatch.setitem(tracking._writers, os.getpid(), tracking._HitWriter())
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    assert _buffered() == 0
+    tracking.flush_hits()  # what atexit runs when gunicorn stops a worker gracefully
+    assert _buffered() == 2
+
+
+def test_a_forked_process_starts_a_writer_of_its_own(monkeypatch):
+    parent = tracking._writer()
+    monkeypatch.setattr(os, "getpid", lambda: -12345)
+    child = tracking._writer()
+    assert child is not parent
+    assert child.thread is None
+    assert tracking._writer() is child
+
+
+def test_a_gracefully_stopped_gunicorn_worker_writes_out_its_queued_hits(tmp_path):
+    """The deployment's gunicorn.conf.py with a one-minute gathering window: SIGTERM must not cost the hits."""
+    root = Path(__file__).resolve().parents[2]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "OreeStats.settings_test",
+        "TRACKING_FLUSH_MS": "60000",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": "1",
+        "PYTEST_XDIST_WORKER": os.environ.get("PYTEST_XDIST_WORKER", "main"),  # the same key prefix as this test
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "OreeStats.wsgi:application"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "gunicorn.log").open("wb"),
+    )
+    try:
+        token = "T" * 22
+        served = _eventually(lambda: _fetch(f"http://127.0.0.1:{port}/api/track/open/{token}.png"), timeout=30)
+        assert served, (tmp_path / "gunicorn.log").read_text()
+        time.sleep(0.2)
+        assert _buffered() == 0  # still gathering in the worker
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    [(_id, fields)] = tracking._redis().xrange(tracking.stream_key())
+    assert fields[b"t"] == token.encode()
+
+
+def _fetch(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.read() == tracking.PIXEL_PNG)
+    except OSError:
+        return False
