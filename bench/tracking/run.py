@@ -33,9 +33,63 @@ ENV = {
     "DATABASE_URL": DATABASE_URL,
     "REDIS_URL": REDIS_URL,
     "PYTEST_XDIST_WORKER": "bench",  # the cache/stream key prefix (settings_test)
+    "TRACKING_FLUSH_MS": os.environ.get("TRACKING_FLUSH_MS", "10"),  # the deployment default (settings_test: 0)
     "PYTHONPATH": str(ROOT),
 }
+PIXEL_BASE = "pixel baseline (same dispatch, no recording)"
+PIXEL = "pixel (buffers an open)"
+LOOKUP_BASE = "click baseline with the same destination lookup (Redis link cache), no recording"
+CLICK = "click (cached lookup + buffered click, one Redis round trip)"
+CLICK_BASE = "click baseline (same dispatch, no lookup, no recording)"
+BARE = "bare Django view, full middleware stack"
 MAUTIC_NOTE = "Mautic: 200-1,300 ms per pixel hit (its documented tracking-pixel latency)"
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def redis_pid() -> int:
+    import redis
+
+    return int(redis.Redis.from_url(REDIS_URL).info("server")["process_id"])
+
+
+class Cpu:
+    """CPU spent by gunicorn (master and workers), Redis and wrk between creation and `per_request`."""
+
+    def __init__(self, server_pid: int, redis_process: int) -> None:
+        self.web = [server_pid, *_children(server_pid)]
+        self.redis = redis_process
+        self.started = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        children = os.times()  # wrk is this process's child: its CPU shows up once it has been waited for
+        return (
+            sum(_cpu_seconds(pid) for pid in self.web),
+            _cpu_seconds(self.redis),
+            children.children_user + children.children_system,
+        )
+
+    def per_request(self, requests: int) -> dict[str, float]:
+        """Microseconds of CPU per request: web, redis, wrk and their total."""
+        spent = [(now - then) * 1e6 / max(requests, 1) for now, then in zip(self._now(), self.started, strict=True)]
+        return {"web": spent[0], "redis": spent[1], "wrk": spent[2], "total": sum(spent)}
 
 
 def ensure_database() -> None:
@@ -208,39 +262,48 @@ def main() -> None:
         cwd=ROOT,
         env=ENV,
     )
+    # Each endpoint runs right beside its baseline (the order alternating every round), so a pair's
+    # ratio compares two runs a few seconds apart; the unpaired references run after them.
     targets = [
-        ("pixel baseline (same dispatch, no recording)", [f"/bench/baseline/open/{t}.png" for t in pixel_tokens], None),
-        ("pixel (buffers an open)", [f"/api/track/open/{t}.png" for t in pixel_tokens], "open"),
-        (
-            "click baseline (same dispatch, no lookup, no recording)",
-            [f"/bench/baseline/click/{t}" for t in link_tokens],
-            None,
-        ),
-        (
-            "click baseline with the same destination lookup (Redis link cache), no recording",
-            [f"/bench/baseline/lookup-click/{t}" for t in link_tokens],
-            None,
-        ),
-        (
-            "click (cached lookup + buffered click, one Redis round trip)",
-            [f"/api/track/click/{t}" for t in link_tokens],
-            "click",
-        ),
-        ("bare Django view, full middleware stack", ["/bench/bare/open.png"], None),
+        (PIXEL_BASE, [f"/bench/baseline/open/{t}.png" for t in pixel_tokens], None),
+        (PIXEL, [f"/api/track/open/{t}.png" for t in pixel_tokens], "open"),
+        (LOOKUP_BASE, [f"/bench/baseline/lookup-click/{t}" for t in link_tokens], None),
+        (CLICK, [f"/api/track/click/{t}" for t in link_tokens], "click"),
+        (CLICK_BASE, [f"/bench/baseline/click/{t}" for t in link_tokens], None),
+        (BARE, ["/bench/bare/open.png"], None),
     ]
     scripts = {name: lua_script(paths) for name, paths, _ in targets}
-    rounds: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
+    kinds = {name: kind for name, _, kind in targets}
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in targets}
     sent = {"open": 0, "click": 0}
+
+    def measure(name: str, duration: int) -> dict[str, Any]:
+        cpu = Cpu(server.pid, redis_pid())
+        result = wrk(base, scripts[name], duration=duration, connections=args.connections)
+        parts = cpu.per_request(result["total"])
+        result["cpu_us"], result["cpu_parts"] = parts["total"], parts
+        kind = kinds[name]
+        if kind:
+            sent[kind] += int(result["total"])
+        return result
+
     try:
         wait_for(port)
-        for _ in range(args.rounds):
-            for name, _, kind in targets:
-                warm = wrk(base, scripts[name], duration=args.warmup, connections=args.connections)
-                measured = wrk(base, scripts[name], duration=args.duration, connections=args.connections)
+        for name, _, _ in targets:  # warm every target once (imports, connections, caches)
+            measure(name, args.warmup)
+        for number in range(args.rounds):
+            pairs = [(PIXEL_BASE, PIXEL), (LOOKUP_BASE, CLICK)]
+            order = [name for pair in pairs for name in (pair if number % 2 == 0 else pair[::-1])]
+            for name in [*order, CLICK_BASE, BARE]:
+                measured = measure(name, args.duration)
                 rounds[name].append(measured)
-                print(f"{name}: {measured['rps']:.0f} req/s, p99 {measured['p99_ms']:.1f} ms", flush=True)
-                if kind:
-                    sent[kind] += int(warm["total"] + measured["total"])
+                print(
+                    f"round {number + 1} {name}: {measured['rps']:.0f} req/s, p99 {measured['p99_ms']:.1f} ms, "
+                    f"{measured['cpu_us']:.0f} us CPU/request "
+                    f"(web {measured['cpu_parts']['web']:.0f}, Redis {measured['cpu_parts']['redis']:.0f}, "
+                    f"wrk {measured['cpu_parts']['wrk']:.0f})",
+                    flush=True,
+                )
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(20)
@@ -261,39 +324,58 @@ def main() -> None:
         expected=expected_rollups(client_id=owner.pk, tz_name=owner.timezone), actual=actual_rollups(client_id=owner.pk)
     )
     drift = "no drift (verify_rollups)" if not differences else f"DRIFT: {differences[:5]}"
+
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    def paired(real: str, baseline: str, key: str) -> list[float]:
+        """Per-round ratios: throughput real/baseline, or CPU per request baseline/real (higher is better for both)."""
+        pairs = zip(rounds[real], rounds[baseline], strict=True)
+        return [r["rps"] / b["rps"] if key == "rps" else b["cpu_us"] / r["cpu_us"] for r, b in pairs]
+
     results = [(name, sorted(rounds[name], key=lambda r: r["rps"])[len(rounds[name]) // 2]) for name, _, _ in targets]
     by_name = dict(results)
-    names = [name for name, _, _ in targets]
-    pixel_ratio = by_name[names[1]]["rps"] / by_name[names[0]]["rps"]
-    click_ratio = by_name[names[4]]["rps"] / by_name[names[2]]["rps"]
-    recording_ratio = by_name[names[4]]["rps"] / by_name[names[3]]["rps"]
+    pixel_rps, click_rps = paired(PIXEL, PIXEL_BASE, "rps"), paired(CLICK, LOOKUP_BASE, "rps")
+    pixel_cpu, click_cpu = paired(PIXEL, PIXEL_BASE, "cpu"), paired(CLICK, LOOKUP_BASE, "cpu")
+
+    def listed(values: list[float]) -> str:
+        return ", ".join(f"{value:.2f}" for value in values)
+
     lines = [
         f"`wrk -t2 -c{args.connections} -d{args.duration}s --latency` on loopback, {args.tokens} distinct tokens "
-        f"per endpoint, median of {args.rounds} interleaved rounds; gunicorn gthread 2 workers x 4 threads; "
-        f"{os.cpu_count()} CPUs shared by wrk, gunicorn, PostgreSQL and Redis; load average before/after: "
-        f"{load_before} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+        f"per endpoint, {args.rounds} rounds, each endpoint run right beside its baseline (order alternating); "
+        f"gunicorn gthread 2 workers x 4 threads; {os.cpu_count()} CPUs shared by wrk, gunicorn, PostgreSQL and "
+        f"Redis; load average before/after: {load_before} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
-        "| endpoint | requests/s | p99 latency | non-2xx/3xx |",
-        "|---|---:|---:|---:|",
-        *[f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.1f} ms | {int(r['bad'])} |" for name, r in results],
+        "| endpoint | requests/s | p99 latency | CPU per request: all (gunicorn / Redis / wrk) | non-2xx/3xx |",
+        "|---|---:|---:|---:|---:|",
+        *[
+            f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.1f} ms | {r['cpu_us']:.0f} us ({r['cpu_parts']['web']:.0f} / "
+            f"{r['cpu_parts']['redis']:.0f} / {r['cpu_parts']['wrk']:.0f}) | {int(r['bad'])} |"
+            for name, r in results
+        ],
         "",
-        f"- pixel throughput / its baseline: **{pixel_ratio:.2f}** (goal >= 0.80)",
-        f"- click throughput / baseline with the same destination lookup: **{recording_ratio:.2f}** "
-        "(goal >= 0.80; the baseline that serves the same bytes the same way)",
-        f"- click throughput / bare constant redirect (no lookup at all): **{click_ratio:.2f}**",
-        "- per-round ratios (same round, interleaved): pixel "
-        + ", ".join(f"{p['rps'] / b['rps']:.2f}" for p, b in zip(rounds[names[1]], rounds[names[0]], strict=True))
-        + "; click vs same-lookup baseline "
-        + ", ".join(f"{c['rps'] / b['rps']:.2f}" for c, b in zip(rounds[names[4]], rounds[names[3]], strict=True)),
+        f"- pixel / its baseline, median of the per-round ratios: **{median(pixel_rps):.2f}** (goal >= 0.80); "
+        f"rounds: {listed(pixel_rps)}",
+        f"- click / baseline with the same destination lookup, median of the per-round ratios: "
+        f"**{median(click_rps):.2f}** (goal >= 0.80); rounds: {listed(click_rps)}",
+        f"- the same from the medians of each row: pixel {by_name[PIXEL]['rps'] / by_name[PIXEL_BASE]['rps']:.2f}, "
+        f"click {by_name[CLICK]['rps'] / by_name[LOOKUP_BASE]['rps']:.2f}; click / bare constant redirect (no "
+        f"lookup at all) {by_name[CLICK]['rps'] / by_name[CLICK_BASE]['rps']:.2f}",
+        f"- CPU per request, baseline / endpoint (the throughput a CPU-bound machine can reach, less sensitive to "
+        f"scheduling noise): pixel **{median(pixel_cpu):.2f}** (rounds {listed(pixel_cpu)}), click "
+        f"**{median(click_cpu):.2f}** (rounds {listed(click_cpu)})",
         f"- exact counts: {sent['open']} pixel requests -> {recorded['open']} open events; "
         f"{sent['click']} click requests -> {recorded['click']} click events "
         "(clicks on a never-opened message also add one implied open each, not counted here)",
         f"- drain: {read} hits recorded in {seconds:.1f} s = {read / max(seconds, 0.001):.0f} hits/s, one process "
         "(see `python -m bench.tracking.drain` for parallel drains)",
         f"- rollups after the drain: {drift}",
-        f"- {MAUTIC_NOTE}; ours: p99 {by_name[names[1]]['p99_ms']:.1f} ms at saturation, "
-        f"{by_name[names[1]]['rps']:.0f} req/s.",
-        "- Each row is the median round by requests/s; its p99 comes from that same round.",
+        f"- {MAUTIC_NOTE}; ours: p99 {by_name[PIXEL]['p99_ms']:.1f} ms at saturation, "
+        f"{by_name[PIXEL]['rps']:.0f} req/s.",
+        "- Each row is the median round by requests/s; its p99 and CPU come from that same round.",
     ]
     report = "\n".join(lines)
     print("\n" + report)
