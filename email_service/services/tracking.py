@@ -546,16 +546,22 @@ class _HitWriter:
         self.writing = threading.Lock()  # one batch at a time: the thread, an exit, a test
         self.started = threading.Lock()
         self.thread: threading.Thread | None = None
+        self.unavailable_until = 0.0  # time.monotonic() before which Redis is taken to be away
 
-    def put(self, hit: _Hit) -> None:
+    def put(self, hit: _Hit) -> bool:
+        """Queue the hit (True), or refuse it (False: the caller records it in the request) while Redis
+        is away or the queue is full, so an outage slows requests down instead of growing the queue."""
+        if len(self.queue) >= QUEUE_LIMIT or time.monotonic() < self.unavailable_until:
+            return False
         self.queue.append(hit)
         if settings.TRACKING_FLUSH_MS <= 0:
             self.flush()
-            return
+            return True
         if self.thread is None:
             self._start()
         if not self.wake.is_set():
             self.wake.set()
+        return True
 
     def _start(self) -> None:
         with self.started:
@@ -605,6 +611,8 @@ class _HitWriter:
             except Exception:
                 # The connection broke (and was dropped): the unanswered rest goes to the database.
                 logger.warning("Tracking buffer unavailable", exc_info=True)
+                if settings.TRACKING_FLUSH_MS > 0:  # writing in the request, each request waits for Redis itself
+                    self.unavailable_until = time.monotonic() + UNAVAILABLE_SECONDS
         failed.extend(batch[acknowledged:])
         if not failed:
             return
@@ -619,6 +627,10 @@ class _HitWriter:
 
 
 WRITE_BATCH = 500
+# Hits one process may hold (about ten seconds of a busy worker); beyond it each is recorded in its request.
+QUEUE_LIMIT = 20_000
+# After Redis could not take a batch, hits are recorded in their requests for this long.
+UNAVAILABLE_SECONDS = 1.0
 _writers: dict[int, _HitWriter] = {}
 
 
@@ -638,7 +650,7 @@ def flush_hits() -> None:
 def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
     """Hand one pixel fetch to the drain's buffer (one `XADD`, written by the hit writer).
 
-    False without Redis: the caller records in the request.
+    False without Redis, or while the writer refuses hits: the caller records in the request.
     """
     if _redis() is None:
         return False
@@ -652,8 +664,7 @@ def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
             _packed_fields(token.encode(), facts, str(_now_ms()).encode()),
         )
     )
-    _writer().put(_Hit(commands=commands, replies=1, kind="o", token=token, facts=facts))
-    return True
+    return _writer().put(_Hit(commands=commands, replies=1, kind="o", token=token, facts=facts))
 
 
 @dataclass(frozen=True)
@@ -720,8 +731,13 @@ def track_click(*, token: str, facts: machine.HitFacts) -> ClickOutcome:
                 cache_links([link])
                 message_id, url = str(link.message_id), link.url
             commands = _click_commands(keys, token, message_id, facts)
-            _writer().put(_Hit(commands=commands, replies=3, kind="c", token=token, facts=facts, message_id=message_id))
-            return ClickOutcome(url=url, buffered=True)
+            hit = _Hit(commands=commands, replies=3, kind="c", token=token, facts=facts, message_id=message_id)
+            if _writer().put(hit):
+                return ClickOutcome(url=url, buffered=True)
+            # The writer refuses hits for now: the caller records this one in the request.
+            return ClickOutcome(
+                url=url, buffered=False, link=EmailClickTracking(token=token, url=url, message_id=message_id)
+            )
     link = find_link(token)
     return ClickOutcome(url=link.url if link else None, buffered=False, link=link)
 

@@ -151,3 +151,33 @@ def _fetch(url: str) -> bool:
             return bool(response.read() == tracking.PIXEL_PNG)
     except OSError:
         return False
+
+
+def test_while_redis_is_taken_to_be_away_each_hit_is_recorded_in_its_request(threaded, browser, pixel, link, message):
+    tracking._writer().unavailable_until = time.monotonic() + 60
+    try:
+        browser.get(f"/api/track/open/{pixel.token}.png")
+        # Recorded before the response came back, not by the writer later.
+        assert EmailEvent.objects.filter(message=message, event_type="open").count() == 1
+        assert browser.get(f"/api/track/click/{link.token}")["Location"] == DESTINATION
+        assert EmailEvent.objects.filter(message=message, event_type="click", link=link).count() == 1
+    finally:
+        tracking._writer().unavailable_until = 0.0
+    tracking.flush_hits()
+    assert _buffered() == 0
+
+
+def test_a_full_queue_makes_the_request_record_its_own_hit(threaded, browser, pixel, message, monkeypatch):
+    monkeypatch.setattr(tracking, "QUEUE_LIMIT", 0)
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    assert EmailEvent.objects.filter(message=message, event_type="open").count() == 1
+    tracking.flush_hits()
+    assert _buffered() == 0
+
+
+def test_a_batch_redis_could_not_take_marks_it_away_for_a_moment(threaded, settings, browser, pixel):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    assert _eventually(lambda: EmailEvent.objects.filter(event_type="open").count() == 1)
+    assert tracking._writer().unavailable_until > time.monotonic()
+    tracking._writer().unavailable_until = 0.0
