@@ -8,7 +8,7 @@ import pytest
 from django.test import Client as DjangoClient
 from django.utils import timezone
 
-from email_service.models import EmailSendQueue
+from email_service.models import EmailClickTracking, EmailSendQueue, EmailTrackingPixel
 from email_service.services import tracking
 from tests.factories import EmailSendQueueFactory, LeadFactory
 
@@ -55,3 +55,19 @@ def sent_message(client, *, sequence_number: int = 1, lead=None, hours_ago: floa
 @pytest.fixture
 def message(alice):
     return sent_message(alice)
+
+
+@pytest.fixture
+def pixel(message):
+    return EmailTrackingPixel.objects.create(message=message)
+
+
+DESTINATION = "https://example.com/pricing?plan=pro&ref=mail#annual"
+
+
+@pytest.fixture
+def cached_link(message):
+    """A tracked link of `message`, in the click cache as the send would have put it."""
+    created = EmailClickTracking.objects.create(message=message, url=DESTINATION)
+    tracking.cache_links([created])
+    return created

@@ -24,11 +24,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def pixel(message):
-    return EmailTrackingPixel.objects.create(message=message)
-
-
-@pytest.fixture
 def link(message):
     return EmailClickTracking.objects.create(message=message, url="https://example.com/pricing?plan=pro#annual")
 

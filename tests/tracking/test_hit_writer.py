@@ -15,14 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from email_service.models import EmailClickTracking, EmailEvent, EmailTrackingPixel
+from email_service.models import EmailEvent
 from email_service.services import tracking
-from tests.tracking.conftest import drain
+from tests.tracking.conftest import DESTINATION, drain
 
 # The writer thread records through its own database connection: its writes must be committed to be seen.
 pytestmark = pytest.mark.django_db(transaction=True)
-
-DESTINATION = "https://example.com/pricing?plan=pro&ref=mail#annual"
 
 
 @pytest.fixture
@@ -30,18 +28,6 @@ def threaded(settings):
     settings.TRACKING_FLUSH_MS = 5
     yield
     tracking.flush_hits()
-
-
-@pytest.fixture
-def pixel(message):
-    return EmailTrackingPixel.objects.create(message=message)
-
-
-@pytest.fixture
-def link(message):
-    created = EmailClickTracking.objects.create(message=message, url=DESTINATION)
-    tracking.cache_links([created])
-    return created
 
 
 def _buffered() -> int:
@@ -59,15 +45,17 @@ def _eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     return predicate()
 
 
-def test_hits_reach_the_stream_from_the_writer_thread_without_another_request(threaded, browser, pixel, link, message):
+def test_hits_reach_the_stream_from_the_writer_thread_without_another_request(
+    threaded, browser, pixel, cached_link, message
+):
     for _ in range(3):
         assert browser.get(f"/api/track/open/{pixel.token}.png").content == tracking.PIXEL_PNG
-    assert browser.get(f"/api/track/click/{link.token}", REMOTE_ADDR="192.0.2.9")["Location"] == DESTINATION
+    assert browser.get(f"/api/track/click/{cached_link.token}", REMOTE_ADDR="192.0.2.9")["Location"] == DESTINATION
     assert _eventually(lambda: _buffered() == 4)
     assert tracking._redis().zcard(tracking._burst_key(str(message.pk), "192.0.2.9")) == 1
     assert drain().recorded == 4
     assert EmailEvent.objects.filter(message=message, event_type="open").count() == 3
-    assert EmailEvent.objects.filter(message=message, event_type="click", link=link).count() == 1
+    assert EmailEvent.objects.filter(message=message, event_type="click", link=cached_link).count() == 1
 
 
 def test_a_hit_redis_refuses_is_recorded_in_the_database_once(threaded, browser, pixel, message):
@@ -81,13 +69,15 @@ def test_a_hit_redis_refuses_is_recorded_in_the_database_once(threaded, browser,
     assert EmailEvent.objects.filter(message=message, event_type="open").count() == 1
 
 
-def test_hits_gathered_while_redis_is_away_are_recorded_in_the_database(threaded, settings, browser, pixel, link):
+def test_hits_gathered_while_redis_is_away_are_recorded_in_the_database(
+    threaded, settings, browser, pixel, cached_link
+):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     browser.get(f"/api/track/open/{pixel.token}.png")
     browser.get(f"/api/track/open/{pixel.token}.png")
     assert _eventually(lambda: EmailEvent.objects.filter(event_type="open").count() == 2)
     # The click's lookup fails at once, so its destination comes from the database and it is recorded in the request.
-    assert browser.get(f"/api/track/click/{link.token}")["Location"] == DESTINATION
+    assert browser.get(f"/api/track/click/{cached_link.token}")["Location"] == DESTINATION
     assert EmailEvent.objects.filter(event_type="click").count() == 1
 
 
@@ -153,14 +143,16 @@ def _fetch(url: str) -> bool:
         return False
 
 
-def test_while_redis_is_taken_to_be_away_each_hit_is_recorded_in_its_request(threaded, browser, pixel, link, message):
+def test_while_redis_is_taken_to_be_away_each_hit_is_recorded_in_its_request(
+    threaded, browser, pixel, cached_link, message
+):
     tracking._writer().unavailable_until = time.monotonic() + 60
     try:
         browser.get(f"/api/track/open/{pixel.token}.png")
         # Recorded before the response came back, not by the writer later.
         assert EmailEvent.objects.filter(message=message, event_type="open").count() == 1
-        assert browser.get(f"/api/track/click/{link.token}")["Location"] == DESTINATION
-        assert EmailEvent.objects.filter(message=message, event_type="click", link=link).count() == 1
+        assert browser.get(f"/api/track/click/{cached_link.token}")["Location"] == DESTINATION
+        assert EmailEvent.objects.filter(message=message, event_type="click", link=cached_link).count() == 1
     finally:
         tracking._writer().unavailable_until = 0.0
     tracking.flush_hits()

@@ -5,25 +5,11 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from email_service.models import EmailClickTracking, EmailEvent, EmailTrackingPixel
+from email_service.models import EmailEvent
 from email_service.services import tracking
-from tests.tracking.conftest import drain
+from tests.tracking.conftest import DESTINATION, drain
 
 pytestmark = pytest.mark.django_db
-
-DESTINATION = "https://example.com/pricing?plan=pro&ref=mail#annual"
-
-
-@pytest.fixture
-def pixel(message):
-    return EmailTrackingPixel.objects.create(message=message)
-
-
-@pytest.fixture
-def link(message):
-    created = EmailClickTracking.objects.create(message=message, url=DESTINATION)
-    tracking.cache_links([created])
-    return created
 
 
 def _buffered() -> list[dict[str, str]]:
@@ -51,23 +37,23 @@ def test_an_open_is_buffered_with_every_field_the_drain_reads(browser, pixel):
     assert (event.is_machine, event.user_agent) == (True, "Mozilla/5.0 Thunderbird/128 (Zürich)")
 
 
-def test_a_click_is_buffered_with_its_burst_note_and_redirects_to_the_stored_url(browser, link, message):
-    response = browser.get(f"/api/track/click/{link.token}", REMOTE_ADDR="192.0.2.8")
+def test_a_click_is_buffered_with_its_burst_note_and_redirects_to_the_stored_url(browser, cached_link, message):
+    response = browser.get(f"/api/track/click/{cached_link.token}", REMOTE_ADDR="192.0.2.8")
     assert response.status_code == 302
     assert response["Location"] == DESTINATION
     [hit] = _buffered()
-    assert (hit["k"], hit["t"], hit["ip"], hit["p"]) == ("c", link.token, "192.0.2.8", "0")
+    assert (hit["k"], hit["t"], hit["ip"], hit["p"]) == ("c", cached_link.token, "192.0.2.8", "0")
     burst = tracking._redis().zrange(tracking._burst_key(str(message.pk), "192.0.2.8"), 0, -1)
-    assert burst == [f"{link.token}|{hit['r']}".encode()]
+    assert burst == [f"{cached_link.token}|{hit['r']}".encode()]
     drain()
-    assert EmailEvent.objects.filter(event_type="click", link=link).count() == 1
+    assert EmailEvent.objects.filter(event_type="click", link=cached_link).count() == 1
 
 
-def test_a_click_renews_its_cached_destination_for_another_thirty_days(browser, link):
+def test_a_click_renews_its_cached_destination_for_another_thirty_days(browser, cached_link):
     client = tracking._redis()
-    key = tracking._link_key(link.token)
+    key = tracking._link_key(cached_link.token)
     client.expire(key, 60)
-    assert browser.get(f"/api/track/click/{link.token}")["Location"] == DESTINATION
+    assert browser.get(f"/api/track/click/{cached_link.token}")["Location"] == DESTINATION
     assert client.ttl(key) > tracking.LINK_CACHE_TTL_SECONDS - 60
 
 
@@ -88,21 +74,21 @@ def test_a_connection_redis_dropped_costs_no_hit_and_counts_none_twice(browser, 
 
 
 @override_settings(REDIS_URL="redis://127.0.0.1:1/0")
-def test_with_redis_unreachable_each_hit_is_recorded_in_the_request_once(browser, pixel, link, message):
+def test_with_redis_unreachable_each_hit_is_recorded_in_the_request_once(browser, pixel, cached_link, message):
     assert browser.get(f"/api/track/open/{pixel.token}.png").content == tracking.PIXEL_PNG
-    response = browser.get(f"/api/track/click/{link.token}")
+    response = browser.get(f"/api/track/click/{cached_link.token}")
     assert response.status_code == 302
     assert response["Location"] == DESTINATION
     assert EmailEvent.objects.filter(message=message, event_type="open", is_machine=False).count() == 1
     assert EmailEvent.objects.filter(message=message, event_type="click", is_machine=False).count() == 1
 
 
-def test_an_unknown_click_token_buffers_nothing_and_is_a_404(browser, link):
+def test_an_unknown_click_token_buffers_nothing_and_is_a_404(browser, cached_link):
     response = browser.get("/api/track/click/AAAAAAAAAAAAAAAAAAAAAA")
     assert response.status_code == 404
     assert _buffered() == []
 
 
-def test_the_lookup_baseline_finds_the_destination_the_click_finds(link):
-    assert tracking.cached_destination(link.token) == DESTINATION
+def test_the_lookup_baseline_finds_the_destination_the_click_finds(cached_link):
+    assert tracking.cached_destination(cached_link.token) == DESTINATION
     assert _buffered() == []

@@ -18,11 +18,6 @@ OUTLOOK_DESKTOP = "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 
 
-@pytest.fixture
-def pixel(message):
-    return EmailTrackingPixel.objects.create(message=message)
-
-
 def open_with(browser, pixel, method="get", **extra):
     getattr(browser, method)(f"/api/track/open/{pixel.token}.png", **extra)
     drain()
