@@ -512,8 +512,8 @@ def _hit_fields(kind: str, token: str, facts: machine.HitFacts) -> dict[str, str
 # what has gathered every `TRACKING_FLUSH_MS` as one pipelined write and reads the answers. A hit
 # Redis refuses or cannot take (down, connection lost) is recorded in the database by the writer.
 # The queue is written out when the process exits normally (gunicorn's graceful restarts), so what
-# a hard kill (SIGKILL, the OOM killer) can cost is the hits of the last few milliseconds: the same
-# kind of window as Redis's own `appendfsync everysec`, three orders of magnitude shorter.
+# a hard kill (SIGKILL, the OOM killer) can cost is the hits of the last `TRACKING_FLUSH_MS`: the same
+# kind of window as Redis's own `appendfsync everysec` (up to a second), a hundred times shorter.
 # `TRACKING_FLUSH_MS=0` writes each hit in its request and waits for Redis's answer (the tests).
 
 
@@ -526,7 +526,6 @@ class _Hit:
     kind: str
     token: str
     facts: machine.HitFacts
-    message_id: str = ""
 
     def record_in_database(self) -> None:
         if self.kind == "o":
@@ -611,7 +610,7 @@ class _HitWriter:
             except Exception:
                 # The connection broke (and was dropped): the unanswered rest goes to the database.
                 logger.warning("Tracking buffer unavailable", exc_info=True)
-                if settings.TRACKING_FLUSH_MS > 0:  # writing in the request, each request waits for Redis itself
+                if settings.TRACKING_FLUSH_MS > 0:  # (at 0 each request waits for Redis itself)
                     self.unavailable_until = time.monotonic() + UNAVAILABLE_SECONDS
         failed.extend(batch[acknowledged:])
         if not failed:
@@ -731,7 +730,7 @@ def track_click(*, token: str, facts: machine.HitFacts) -> ClickOutcome:
                 cache_links([link])
                 message_id, url = str(link.message_id), link.url
             commands = _click_commands(keys, token, message_id, facts)
-            hit = _Hit(commands=commands, replies=3, kind="c", token=token, facts=facts, message_id=message_id)
+            hit = _Hit(commands=commands, replies=3, kind="c", token=token, facts=facts)
             if _writer().put(hit):
                 return ClickOutcome(url=url, buffered=True)
             # The writer refuses hits for now: the caller records this one in the request.
