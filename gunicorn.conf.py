@@ -1,6 +1,7 @@
 """gunicorn settings; the command line and GUNICORN_CMD_ARGS may override them."""
 
 import os
+import sys
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -19,6 +20,6 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 def worker_exit(server: object, worker: object) -> None:
     """Write out the tracking hits this worker still holds (atexit does too; a second flush finds none)."""
-    from email_service.services.tracking import flush_hits
-
-    flush_hits()
+    tracking = sys.modules.get("email_service.services.tracking")
+    if tracking is not None:  # not loaded (a worker that failed to boot, say): nothing was queued
+        tracking.flush_hits()
