@@ -1,11 +1,11 @@
 """Benchmark the pixel and click endpoints under gunicorn on loopback with wrk, against baselines.
 
-    python -m bench.tracking.run [--duration 10] [--connections 32]
+    python -m bench.tracking.run [--duration 2] [--rounds 16] [--connections 32]
 
-Starts gunicorn (the deployment's gthread workers) serving the project plus two baselines that
-answer the same bytes without recording, runs wrk against each in the same run, keeps the drain
-recording in the background like the Celery beat task would, then checks that every request was
-counted exactly once. Needs PostgreSQL, Redis and wrk (`apt-get install -y wrk`). Uses its own
+Starts gunicorn (the deployment's gthread workers) serving the project plus baselines that answer
+the same bytes without recording, runs wrk against each endpoint right beside its baseline for
+several rounds, then drains the buffer (as the Celery beat task would) and checks that every
+request was counted exactly once. Needs PostgreSQL, Redis and wrk (`apt-get install -y wrk`). Uses its own
 database (`BENCH_DATABASE_URL`, default oree_tracking_bench) and a Redis key prefix of its own.
 """
 
@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -236,10 +237,10 @@ def drain_all() -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="targets run interleaved; the median round is kept")
+    parser.add_argument("--rounds", type=int, default=16, help="rounds of paired runs; medians are reported")
     parser.add_argument("--tokens", type=int, default=1000)
     args = parser.parse_args()
 
@@ -287,12 +288,12 @@ def main() -> None:
             sent[kind] += int(result["total"])
         return result
 
+    pairs = [(PIXEL_BASE, PIXEL), (LOOKUP_BASE, CLICK)]
     try:
         wait_for(port)
         for name, _, _ in targets:  # warm every target once (imports, connections, caches)
             measure(name, args.warmup)
         for number in range(args.rounds):
-            pairs = [(PIXEL_BASE, PIXEL), (LOOKUP_BASE, CLICK)]
             order = [name for pair in pairs for name in (pair if number % 2 == 0 else pair[::-1])]
             for name in [*order, CLICK_BASE, BARE]:
                 measured = measure(name, args.duration)
@@ -325,11 +326,6 @@ def main() -> None:
     )
     drift = "no drift (verify_rollups)" if not differences else f"DRIFT: {differences[:5]}"
 
-    def median(values: list[float]) -> float:
-        ordered = sorted(values)
-        middle = len(ordered) // 2
-        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
     def paired(real: str, baseline: str, key: str) -> list[float]:
         """Per-round ratios: throughput real/baseline, or CPU per request baseline/real (higher is better for both)."""
         pairs = zip(rounds[real], rounds[baseline], strict=True)
@@ -357,16 +353,16 @@ def main() -> None:
             for name, r in results
         ],
         "",
-        f"- pixel / its baseline, median of the per-round ratios: **{median(pixel_rps):.2f}** (goal >= 0.80); "
-        f"rounds: {listed(pixel_rps)}",
+        f"- pixel / its baseline, median of the per-round ratios: **{statistics.median(pixel_rps):.2f}** "
+        f"(goal >= 0.80); rounds: {listed(pixel_rps)}",
         f"- click / baseline with the same destination lookup, median of the per-round ratios: "
-        f"**{median(click_rps):.2f}** (goal >= 0.80); rounds: {listed(click_rps)}",
+        f"**{statistics.median(click_rps):.2f}** (goal >= 0.80); rounds: {listed(click_rps)}",
         f"- the same from the medians of each row: pixel {by_name[PIXEL]['rps'] / by_name[PIXEL_BASE]['rps']:.2f}, "
         f"click {by_name[CLICK]['rps'] / by_name[LOOKUP_BASE]['rps']:.2f}; click / bare constant redirect (no "
         f"lookup at all) {by_name[CLICK]['rps'] / by_name[CLICK_BASE]['rps']:.2f}",
         f"- CPU per request, baseline / endpoint (the throughput a CPU-bound machine can reach, less sensitive to "
-        f"scheduling noise): pixel **{median(pixel_cpu):.2f}** (rounds {listed(pixel_cpu)}), click "
-        f"**{median(click_cpu):.2f}** (rounds {listed(click_cpu)})",
+        f"scheduling noise): pixel **{statistics.median(pixel_cpu):.2f}** (rounds {listed(pixel_cpu)}), click "
+        f"**{statistics.median(click_cpu):.2f}** (rounds {listed(click_cpu)})",
         f"- exact counts: {sent['open']} pixel requests -> {recorded['open']} open events; "
         f"{sent['click']} click requests -> {recorded['click']} click events "
         "(clicks on a never-opened message also add one implied open each, not counted here)",

@@ -519,13 +519,16 @@ def _hit_fields(kind: str, token: str, facts: machine.HitFacts) -> dict[str, str
 
 @dataclass(frozen=True, slots=True)
 class _Hit:
-    """One hit on its way to the stream: its commands (packed), how many replies they get, its fallback."""
+    """One hit on its way to the stream: its commands (packed), its fallback in the database."""
 
     commands: bytes
-    replies: int
-    kind: str
+    kind: str  # "o": an open (one XADD); "c": a click (XADD, then its burst note's ZADD and EXPIRE)
     token: str
     facts: machine.HitFacts
+
+    @property
+    def replies(self) -> int:
+        return 1 if self.kind == "o" else 3
 
     def record_in_database(self) -> None:
         if self.kind == "o":
@@ -663,7 +666,7 @@ def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
             _packed_fields(token.encode(), facts, str(_now_ms()).encode()),
         )
     )
-    return _writer().put(_Hit(commands=commands, replies=1, kind="o", token=token, facts=facts))
+    return _writer().put(_Hit(commands=commands, kind="o", token=token, facts=facts))
 
 
 @dataclass(frozen=True)
@@ -730,7 +733,7 @@ def track_click(*, token: str, facts: machine.HitFacts) -> ClickOutcome:
                 cache_links([link])
                 message_id, url = str(link.message_id), link.url
             commands = _click_commands(keys, token, message_id, facts)
-            hit = _Hit(commands=commands, replies=3, kind="c", token=token, facts=facts)
+            hit = _Hit(commands=commands, kind="c", token=token, facts=facts)
             if _writer().put(hit):
                 return ClickOutcome(url=url, buffered=True)
             # The writer refuses hits for now: the caller records this one in the request.
