@@ -22,10 +22,12 @@ from bench.tracking.run import ENV, PYTHON, ROOT, ensure_database, prepare_data
 
 
 def fill(count: int, pixel_tokens: list[str], link_tokens: list[str]) -> None:
+    from email_service.models import EmailClickTracking
     from email_service.services import machine, tracking
 
     client = tracking._redis()
     assert client is not None
+    messages = dict(EmailClickTracking.objects.filter(token__in=link_tokens).values_list("token", "message_id"))
     rng = random.Random(5)
     agents = ["Mozilla/5.0 (Macintosh) AppleWebKit/605.1.15 Safari/605.1.15"] * 9 + ["curl/8.5.0"]
     pipe = client.pipeline(transaction=False)
@@ -36,8 +38,7 @@ def fill(count: int, pixel_tokens: list[str], link_tokens: list[str]) -> None:
             pipe.xadd(tracking.stream_key(), tracking._hit_fields("o", rng.choice(pixel_tokens), facts))  # type: ignore[arg-type]
         else:
             token = rng.choice(link_tokens)
-            fields = tracking._hit_fields("c", token, facts)
-            fields["r"] = f"{n:012x}"
+            fields = tracking._hit_fields("c", token, facts, click_id=f"{n:012x}", message_id=str(messages[token]))
             pipe.xadd(tracking.stream_key(), fields)  # type: ignore[arg-type]
         if n % 2000 == 1999:
             pipe.execute()

@@ -7,10 +7,11 @@ Two halves:
   destination, fills the `{{unsubscribe_url}}` placeholder and adds one pixel.
 - **On the hot path** a pixel queues its hit, already encoded, for this process's hit writer and
   answers; a click reads its destination from the Redis link cache (`GETEX`, on the request
-  thread's own connection; the database only on a miss) and queues its hit and burst note the same
-  way. The writer thread sends what has gathered every `TRACKING_FLUSH_MS` as one pipelined write
-  (`XADD` per hit) and records in the database whatever Redis did not acknowledge. `drain_tracking_events`
-  (Celery beat; any number side by side through a Redis consumer group) labels the hits
+  thread's own connection; the database only on a miss) and queues its hit the same way. The
+  writer thread sends what has gathered every `TRACKING_FLUSH_MS` as one pipelined write
+  (`XADD` per hit) and records in the database whatever Redis did not acknowledge.
+  `drain_tracking_events` (Celery beat; any number side by side through a Redis consumer group)
+  takes the hits, noting each click for the burst rule as it takes it, labels them
   (services.machine) and records them in batches through `services.events.record_events_batch`,
   each with the stream entry id as its `dedupe_key`, so a hit replayed after a crash never
   counts twice. Without Redis (the serverless default) the hit is recorded in the request instead.
@@ -454,15 +455,15 @@ def _encode(value: str) -> bytes:
     return value.encode("utf-8", "replace")
 
 
-_packed_keys: dict[str, tuple[bytes, bytes, bytes]] = {}
+_packed_keys: dict[str, tuple[bytes, bytes]] = {}
 
 
-def _packed_key_parts() -> tuple[bytes, bytes, bytes]:
-    """(stream key, link key prefix, burst key prefix) as bytes, for the current key prefix."""
+def _packed_key_parts() -> tuple[bytes, bytes]:
+    """(stream key, link key prefix) as bytes, for the current key prefix."""
     prefix = settings.CACHES["default"].get("KEY_PREFIX", "oree")
     parts = _packed_keys.get(prefix)
     if parts is None:
-        parts = _packed_keys[prefix] = (stream_key().encode(), _key("link:").encode(), _key("burst:").encode())
+        parts = _packed_keys[prefix] = (stream_key().encode(), _key("link:").encode())
     return parts
 
 
@@ -488,9 +489,11 @@ def _packed_fields(token: bytes, facts: machine.HitFacts, ts: bytes) -> bytes:
     )  # fmt: skip
 
 
-def _hit_fields(kind: str, token: str, facts: machine.HitFacts) -> dict[str, str | int]:
-    """A hit's stream fields as a mapping (the drain benchmark fills the buffer with these)."""
-    return {
+def _hit_fields(
+    kind: str, token: str, facts: machine.HitFacts, *, click_id: str = "", message_id: str = ""
+) -> dict[str, str | int]:
+    """A hit's stream fields as a mapping, as the hot path writes them (tests and the drain benchmark)."""
+    fields: dict[str, str | int] = {
         "k": kind,
         "t": token,
         "m": facts.method,
@@ -499,6 +502,9 @@ def _hit_fields(kind: str, token: str, facts: machine.HitFacts) -> dict[str, str
         "p": int(facts.prefetch),
         "ts": _now_ms(),
     }
+    if kind == "c":
+        fields.update(r=click_id, g=message_id)
+    return fields
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,14 +527,10 @@ def _hit_fields(kind: str, token: str, facts: machine.HitFacts) -> dict[str, str
 class _Hit:
     """One hit on its way to the stream: its commands (packed), its fallback in the database."""
 
-    commands: bytes
-    kind: str  # "o": an open (one XADD); "c": a click (XADD, then its burst note's ZADD and EXPIRE)
+    commands: bytes  # one XADD
+    kind: str  # "o": an open; "c": a click
     token: str
     facts: machine.HitFacts
-
-    @property
-    def replies(self) -> int:
-        return 1 if self.kind == "o" else 3
 
     def record_in_database(self) -> None:
         if self.kind == "o":
@@ -594,7 +596,7 @@ class _HitWriter:
 
     def _write(self, batch: list[_Hit]) -> None:
         """One pipelined write of the batch. A hit whose `XADD` Redis did not acknowledge goes to the
-        database instead; one it did is never written again (a refused burst note only loses the note)."""
+        database instead; one it did is never written again."""
         client = _redis()
         acknowledged = 0  # hits whose XADD answer has been read, in order
         failed: list[_Hit] = []
@@ -607,9 +609,6 @@ class _HitWriter:
                     except redis.ResponseError:
                         failed.append(hit)
                     acknowledged += 1
-                    for _note in range(hit.replies - 1):
-                        with contextlib.suppress(redis.ResponseError):
-                            _receive(conn)
             except Exception:
                 # The connection broke (and was dropped): the unanswered rest goes to the database.
                 logger.warning("Tracking buffer unavailable", exc_info=True)
@@ -656,7 +655,7 @@ def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
     """
     if _redis() is None:
         return False
-    stream, _, _ = _packed_key_parts()
+    stream, _ = _packed_key_parts()
     commands = b"".join(
         (
             _OPEN_HEAD,
@@ -678,27 +677,23 @@ class ClickOutcome:
     link: EmailClickTracking | None = None
 
 
-# XADD <stream> * k c <fields> r <click id>; ZADD <burst key> <ms> <token>|<click id>; EXPIRE <burst key> <ttl>
-_CLICK_COMMANDS = (
-    b"*19\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n$1\r\nk\r\n$1\r\nc\r\n%b$1\r\nr\r\n$%d\r\n%b\r\n"
-    b"*4\r\n$4\r\nZADD\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
-    b"*3\r\n$6\r\nEXPIRE\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+# XADD <stream> * k c <fields> r <click id> g <message id>. The burst note is the drain's to write
+# (`_DELIVER`): the request only records.
+_CLICK_XADD = (
+    b"*21\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n$1\r\nk\r\n$1\r\nc\r\n%b"
+    b"$1\r\nr\r\n$%d\r\n%b\r\n$1\r\ng\r\n$%d\r\n%b\r\n"
 )
-_BURST_TTL = str(BURST_KEY_TTL_SECONDS).encode()
 
 
-def _click_commands(keys: tuple[bytes, bytes, bytes], token: str, message_id: str, facts: machine.HitFacts) -> bytes:
-    """The click's `XADD` and its burst note (`ZADD` + `EXPIRE` of the message's key for this source)."""
-    stream, _, burst_prefix = keys
+def _click_commands(keys: tuple[bytes, bytes], token: str, message_id: str, facts: machine.HitFacts) -> bytes:
+    """The click's `XADD`: its facts, a click id of its own and its message (for the drain's burst note)."""
+    stream, _ = keys
     raw_token = token.encode()
-    ts = str(_now_ms()).encode()
     click_id = secrets.token_hex(6).encode()
-    burst = burst_prefix + message_id.encode() + b":" + (facts.ip or "-").encode()
-    member = raw_token + b"|" + click_id
-    return _CLICK_COMMANDS % (
-        len(stream), stream, _packed_fields(raw_token, facts, ts), len(click_id), click_id,
-        len(burst), burst, len(ts), ts, len(member), member,
-        len(burst), burst, len(_BURST_TTL), _BURST_TTL,
+    message = message_id.encode()
+    return _CLICK_XADD % (
+        len(stream), stream, _packed_fields(raw_token, facts, str(_now_ms()).encode()),
+        len(click_id), click_id, len(message), message,
     )  # fmt: skip
 
 
@@ -880,7 +875,8 @@ def record_click_now(*, link: EmailClickTracking, facts: machine.HitFacts) -> No
 # The drain
 # ---------------------------------------------------------------------------------------------
 
-# Clicks wait this long in the buffer, so every click of a possible burst is there when one is labelled.
+# A click is labelled once the buffer has taken hits this much newer than it, so every click of a
+# possible burst has been taken, and noted, by then (the burst window, plus the hit writer's delay).
 DRAIN_SETTLE_SECONDS = machine.BURST_WINDOW_SECONDS + 0.5
 DRAIN_GROUP = "drain"
 # Hits a drain took and did not acknowledge for this long (it died) are taken over by another.
@@ -900,6 +896,42 @@ class DrainResult:
 
 def _consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+# Hands a drain the next hits (`XREADGROUP ... >`) and, in the same atomic step, writes the burst note
+# of each click among them: a sorted set per message and source, scored by the click's time. So
+# every hit any drain has taken is noted, and a click is labelled only once the group has taken every
+# hit up to `DRAIN_SETTLE_SECONDS` after it (`drain_tracking_events`). Returns Redis's clock (TIME)
+# as of the read, and the entries as [id, [field, value, ...]].
+_DELIVER = """
+local now = redis.call('TIME')
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+local entries = {}
+if reply then entries = reply[1][2] end
+for _, entry in ipairs(entries) do
+  local flat, hit = entry[2], {}
+  for i = 1, #flat, 2 do hit[flat[i]] = flat[i + 1] end
+  local at = tonumber(hit.ts)
+  if hit.k == 'c' and hit.g and hit.t and hit.r and at then
+    local source = hit.ip
+    if source == nil or source == '' then source = '-' end
+    local key = ARGV[4] .. hit.g .. ':' .. source
+    redis.call('ZADD', key, at, hit.t .. '|' .. hit.r)
+    redis.call('EXPIRE', key, ARGV[5])
+  end
+end
+return {now[1], now[2], entries}
+"""
+
+
+def _deliver(client: redis.Redis, consumer: str, count: int) -> tuple[int, list[tuple[Any, dict[Any, Any]]]]:
+    """(Redis's clock in ms, the next `count` hits no drain has taken yet), their burst notes written."""
+    seconds, micros, entries = client.register_script(_DELIVER)(
+        keys=[stream_key()],
+        args=[DRAIN_GROUP, consumer, count, _key("burst:"), BURST_KEY_TTL_SECONDS],
+    )
+    hits = [(entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in entries]
+    return int(seconds) * 1000 + int(micros) // 1000, hits
 
 
 def _ensure_group(client: redis.Redis) -> None:
@@ -926,9 +958,11 @@ def _entries(reply: Any) -> list[tuple[Any, Any]]:
 def drain_tracking_events(
     *, batch_size: int = 1000, settle_seconds: float = DRAIN_SETTLE_SECONDS, max_seconds: float = 50.0
 ) -> DrainResult:
-    """Record buffered hits (clicks once older than `settle_seconds`), oldest first, until none are left or time is up.
+    """Record buffered hits, oldest first, until none are left or time is up; a click once the group has
+    taken every hit up to `settle_seconds` after it (so its burst is noted whole).
 
-    Any number of drains run side by side: a Redis consumer group hands each hit to one of them;
+    Each round reads up to `batch_size` hits this drain holds and `batch_size` new ones. Any number
+    of drains run side by side: a Redis consumer group hands each hit to one of them;
     a hit is acknowledged and deleted only after its batch committed, and hits a dead drain had
     taken are claimed by another after `DRAIN_CLAIM_IDLE_MS`. Each hit is recorded with
     `dedupe_key=trk:<entry id>`, so a hit recorded twice (a drain that died between commit and
@@ -946,13 +980,14 @@ def drain_tracking_events(
     deadline = time.monotonic() + max_seconds
     try:
         while time.monotonic() < deadline:
+            # Ours first: clicks that were not settled last round, and hits taken over from dead drains.
             own = _entries(client.xreadgroup(DRAIN_GROUP, consumer, {stream: "0"}, count=batch_size))
-            new = []
-            if len(own) < batch_size:
-                new = _entries(client.xreadgroup(DRAIN_GROUP, consumer, {stream: ">"}, count=batch_size - len(own)))
-            seconds, micros = client.time()
-            cutoff_ms = int(seconds) * 1000 + int(micros) // 1000 - int(settle_seconds * 1000)
-            # Clicks younger than the burst window stay with this drain, unacknowledged, for its next round.
+            now_ms, new = _deliver(client, consumer, batch_size)
+            # The group has handed out (and noted) every hit up to the newest one read, or up to now
+            # when none were left: a click settles once that is `settle_seconds` past it.
+            taken_ms = now_ms if len(new) < batch_size else _entry_ms(new[-1][0])
+            cutoff_ms = taken_ms - int(settle_seconds * 1000)
+            # Clicks not settled yet stay with this drain, unacknowledged, for its next round.
             ready = [(entry_id, fields) for entry_id, fields in own + new if _settled(entry_id, fields, cutoff_ms)]
             if ready:
                 _record_safely(client, ready, result)
@@ -986,11 +1021,16 @@ def _record_safely(client: redis.Redis, entries: list[tuple[Any, Any]], result: 
             _record_safely(client, [entry], result)
 
 
+def _entry_ms(entry_id: Any) -> int:
+    """When Redis added a stream entry (its id's first part, ms by Redis's clock)."""
+    return int(_text(entry_id).split("-", 1)[0])
+
+
 def _settled(entry_id: Any, fields: Any, cutoff_ms: int) -> bool:
-    """Opens are ready at once; a click once it has been in the buffer (by Redis's clock) past the cutoff."""
+    """Opens are ready at once; a click once it entered the buffer (by Redis's clock) before the cutoff."""
     if not fields or _text(fields.get(b"k", fields.get("k", ""))) != "c":
         return True
-    return int(_text(entry_id).split("-", 1)[0]) <= cutoff_ms
+    return _entry_ms(entry_id) <= cutoff_ms
 
 
 def _forget_idle_consumers(client: redis.Redis) -> None:

@@ -37,15 +37,22 @@ def test_an_open_is_buffered_with_every_field_the_drain_reads(browser, pixel):
     assert (event.is_machine, event.user_agent) == (True, "Mozilla/5.0 Thunderbird/128 (Zürich)")
 
 
-def test_a_click_is_buffered_with_its_burst_note_and_redirects_to_the_stored_url(browser, cached_link, message):
+def test_a_click_is_buffered_and_redirects_to_the_stored_url_and_the_drain_notes_it(browser, cached_link, message):
     response = browser.get(f"/api/track/click/{cached_link.token}", REMOTE_ADDR="192.0.2.8")
     assert response.status_code == 302
     assert response["Location"] == DESTINATION
     [hit] = _buffered()
+    assert hit.keys() == {"k", "t", "m", "ua", "ip", "p", "ts", "r", "g"}
     assert (hit["k"], hit["t"], hit["ip"], hit["p"]) == ("c", cached_link.token, "192.0.2.8", "0")
-    burst = tracking._redis().zrange(tracking._burst_key(str(message.pk), "192.0.2.8"), 0, -1)
-    assert burst == [f"{cached_link.token}|{hit['r']}".encode()]
+    assert hit["g"] == str(message.pk)
+    # The request writes the hit only; the drain writes the burst note as it takes the hit.
+    burst_key = tracking._burst_key(str(message.pk), "192.0.2.8")
+    assert not tracking._redis().exists(burst_key)
     drain()
+    assert tracking._redis().zrange(burst_key, 0, -1, withscores=True) == [
+        (f"{cached_link.token}|{hit['r']}".encode(), float(hit["ts"]))
+    ]
+    assert 0 < tracking._redis().ttl(burst_key) <= tracking.BURST_KEY_TTL_SECONDS
     assert EmailEvent.objects.filter(event_type="click", link=cached_link).count() == 1
 
 

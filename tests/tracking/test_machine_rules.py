@@ -181,6 +181,20 @@ def test_the_drain_leaves_hits_younger_than_the_burst_window_so_a_burst_is_label
     assert set(EmailEvent.objects.values_list("machine_reason", flat=True)) == {machine.CLICK_BURST}
 
 
+def test_a_drain_behind_a_backlog_labels_a_click_only_once_the_rest_of_its_burst_was_taken(five_links, message):
+    # Three clicks a minute old, 400 ms apart, as the hot path buffers them; the drain reads two hits a
+    # round, so its first round holds the burst's first two clicks and not yet the third.
+    client = tracking._redis()
+    facts = machine.HitFacts(method="GET", user_agent=CHROME, ip="198.51.100.20", prefetch=False)
+    start = int(timezone.now().timestamp() * 1000) - 60_000
+    for n, link in enumerate(five_links[:3]):
+        fields = tracking._hit_fields("c", link.token, facts, click_id=f"{n:012x}", message_id=str(message.pk))
+        fields["ts"] = start + 400 * n
+        client.xadd(tracking.stream_key(), fields, id=f"{start + 400 * n}-0")
+    assert tracking.drain_tracking_events(batch_size=2).recorded == 3
+    assert list(EmailEvent.objects.values_list("machine_reason", flat=True)) == [machine.CLICK_BURST] * 3
+
+
 def test_a_persons_click_on_a_message_nobody_opened_also_counts_its_open(browser, message, alice):
     link = EmailClickTracking.objects.create(message=message, url="https://example.com/")
     browser.get(f"/api/track/click/{link.token}")
