@@ -38,7 +38,7 @@ def fill(count: int, pixel_tokens: list[str], link_tokens: list[str]) -> None:
             pipe.xadd(tracking.stream_key(), tracking._hit_fields("o", rng.choice(pixel_tokens), facts))  # type: ignore[arg-type]
         else:
             token = rng.choice(link_tokens)
-            fields = tracking._hit_fields("c", token, facts, click_id=f"{n:012x}", message_id=str(messages[token]))
+            fields = tracking._hit_fields("c", token, facts, message_id=str(messages[token]))
             pipe.xadd(tracking.stream_key(), fields)  # type: ignore[arg-type]
         if n % 2000 == 1999:
             pipe.execute()

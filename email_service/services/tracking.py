@@ -28,7 +28,6 @@ import ipaddress
 import logging
 import os
 import re
-import secrets
 import socket
 import struct
 import threading
@@ -38,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from django.conf import settings
@@ -489,9 +488,7 @@ def _packed_fields(token: bytes, facts: machine.HitFacts, ts: bytes) -> bytes:
     )  # fmt: skip
 
 
-def _hit_fields(
-    kind: str, token: str, facts: machine.HitFacts, *, click_id: str = "", message_id: str = ""
-) -> dict[str, str | int]:
+def _hit_fields(kind: str, token: str, facts: machine.HitFacts, *, message_id: str = "") -> dict[str, str | int]:
     """A hit's stream fields as a mapping, as the hot path writes them (tests and the drain benchmark)."""
     fields: dict[str, str | int] = {
         "k": kind,
@@ -503,7 +500,7 @@ def _hit_fields(
         "ts": _now_ms(),
     }
     if kind == "c":
-        fields.update(r=click_id, g=message_id)
+        fields["g"] = message_id
     return fields
 
 
@@ -523,8 +520,7 @@ def _hit_fields(
 # `TRACKING_FLUSH_MS=0` writes each hit in its request and waits for Redis's answer (the tests).
 
 
-@dataclass(frozen=True, slots=True)
-class _Hit:
+class _Hit(NamedTuple):
     """One hit on its way to the stream: its commands (packed), its fallback in the database."""
 
     commands: bytes  # one XADD
@@ -677,24 +673,17 @@ class ClickOutcome:
     link: EmailClickTracking | None = None
 
 
-# XADD <stream> * k c <fields> r <click id> g <message id>. The burst note is the drain's to write
-# (`_DELIVER`): the request only records.
-_CLICK_XADD = (
-    b"*21\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n$1\r\nk\r\n$1\r\nc\r\n%b"
-    b"$1\r\nr\r\n$%d\r\n%b\r\n$1\r\ng\r\n$%d\r\n%b\r\n"
-)
+# XADD <stream> * k c <fields> g <message id>. The burst note is the drain's to write (`_DELIVER`):
+# the request only records.
+_CLICK_XADD = b"*19\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n$1\r\nk\r\n$1\r\nc\r\n%b$1\r\ng\r\n$%d\r\n%b\r\n"
 
 
 def _click_commands(keys: tuple[bytes, bytes], token: str, message_id: str, facts: machine.HitFacts) -> bytes:
-    """The click's `XADD`: its facts, a click id of its own and its message (for the drain's burst note)."""
+    """The click's `XADD`: its facts and its message (for the drain's burst note)."""
     stream, _ = keys
-    raw_token = token.encode()
-    click_id = secrets.token_hex(6).encode()
     message = message_id.encode()
-    return _CLICK_XADD % (
-        len(stream), stream, _packed_fields(raw_token, facts, str(_now_ms()).encode()),
-        len(click_id), click_id, len(message), message,
-    )  # fmt: skip
+    fields = _packed_fields(token.encode(), facts, str(_now_ms()).encode())
+    return _CLICK_XADD % (len(stream), stream, fields, len(message), message)
 
 
 def _getex_link(link_prefix: bytes, token: str) -> bytes:
@@ -912,11 +901,11 @@ for _, entry in ipairs(entries) do
   local flat, hit = entry[2], {}
   for i = 1, #flat, 2 do hit[flat[i]] = flat[i + 1] end
   local at = tonumber(hit.ts)
-  if hit.k == 'c' and hit.g and hit.t and hit.r and at then
+  if hit.k == 'c' and hit.g and hit.t and at then
     local source = hit.ip
     if source == nil or source == '' then source = '-' end
     local key = ARGV[4] .. hit.g .. ':' .. source
-    redis.call('ZADD', key, at, hit.t .. '|' .. hit.r)
+    redis.call('ZADD', key, at, hit.t .. '|' .. entry[1])
     redis.call('EXPIRE', key, ARGV[5])
   end
 end
@@ -1043,7 +1032,7 @@ def _forget_idle_consumers(client: redis.Redis) -> None:
 
 
 def _in_bursts(client: redis.Redis, clicks: list[tuple[str, str | None, str, int]]) -> list[bool]:
-    """For each (message id, ip, click id, ms) whether it belongs to a burst: one pipelined round trip."""
+    """For each (message id, ip, entry id, ms) whether it belongs to a burst: one pipelined round trip."""
     if not clicks:
         return []
     window_ms = int(machine.BURST_WINDOW_SECONDS * 1000)
@@ -1054,8 +1043,8 @@ def _in_bursts(client: redis.Redis, clicks: list[tuple[str, str | None, str, int
     for (_m, _ip, rid, _ts), rows in zip(clicks, pipe.execute(), strict=True):
         members = []
         for member, score in rows:
-            link, _, click_id = _text(member).partition("|")
-            members.append((float(score) / 1000.0, link, click_id))
+            link, _, entry_id = _text(member).partition("|")
+            members.append((float(score) / 1000.0, link, entry_id))
         answers.append(rid in machine.burst_members(members))
     return answers
 
@@ -1085,7 +1074,7 @@ def _record_entries(client: redis.Redis, entries: list[tuple[Any, Any]], result:
         except ValueError:
             ts = int(entry_id.split("-", 1)[0])
         parsed.append((entry_id, fields, message_id, facts, ts))
-    clicks = [(str(m), facts.ip, fields.get("r", ""), ts) for _, fields, m, facts, ts in parsed if fields["k"] == "c"]
+    clicks = [(str(m), facts.ip, entry_id, ts) for entry_id, fields, m, facts, ts in parsed if fields["k"] == "c"]
     bursts = iter(_in_bursts(client, clicks))
     with transaction.atomic():
         messages = lock_messages(ids={message_id for _, _, message_id, _, _ in parsed})

@@ -188,7 +188,7 @@ def test_a_drain_behind_a_backlog_labels_a_click_only_once_the_rest_of_its_burst
     facts = machine.HitFacts(method="GET", user_agent=CHROME, ip="198.51.100.20", prefetch=False)
     start = int(timezone.now().timestamp() * 1000) - 60_000
     for n, link in enumerate(five_links[:3]):
-        fields = tracking._hit_fields("c", link.token, facts, click_id=f"{n:012x}", message_id=str(message.pk))
+        fields = tracking._hit_fields("c", link.token, facts, message_id=str(message.pk))
         fields["ts"] = start + 400 * n
         client.xadd(tracking.stream_key(), fields, id=f"{start + 400 * n}-0")
     assert tracking.drain_tracking_events(batch_size=2).recorded == 3
