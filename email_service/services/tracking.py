@@ -25,9 +25,11 @@ import contextlib
 import functools
 import html
 import ipaddress
+import itertools
 import logging
 import os
 import re
+import secrets
 import socket
 import struct
 import threading
@@ -466,25 +468,26 @@ def _packed_key_parts() -> tuple[bytes, bytes]:
     return parts
 
 
-_OPEN_HEAD = b"*17\r\n$4\r\nXADD\r\n"
+_OPEN_HEAD = b"*19\r\n$4\r\nXADD\r\n"
 _BULK_STAR = _bulk(b"*")
 _BULK_O = _bulk(b"k") + _bulk(b"o")
 _BULK_LINK_TTL = _bulk(str(LINK_CACHE_TTL_SECONDS).encode())
 
 
-# The hit's fields after `k` (t, m, ua, ip, p, ts, in the order `_hit_fields` lists them), RESP-encoded
-# by one formatting operation: this runs for every pixel and click.
+# The hit's fields after `k` (h, t, m, ua, ip, p, ts, in the order `_hit_fields` lists them),
+# RESP-encoded by one formatting operation: this runs for every pixel and click.
 _FIELDS = (
-    b"$1\r\nt\r\n$%d\r\n%b\r\n$1\r\nm\r\n$%d\r\n%b\r\n$2\r\nua\r\n$%d\r\n%b\r\n"
-    b"$2\r\nip\r\n$%d\r\n%b\r\n$1\r\np\r\n$1\r\n%b\r\n$2\r\nts\r\n$%d\r\n%b\r\n"
+    b"$1\r\nh\r\n$%d\r\n%b\r\n$1\r\nt\r\n$%d\r\n%b\r\n$1\r\nm\r\n$%d\r\n%b\r\n"
+    b"$2\r\nua\r\n$%d\r\n%b\r\n$2\r\nip\r\n$%d\r\n%b\r\n$1\r\np\r\n$1\r\n%b\r\n$2\r\nts\r\n$%d\r\n%b\r\n"
 )
 
 
-def _packed_fields(token: bytes, facts: machine.HitFacts, ts: bytes) -> bytes:
+def _packed_fields(hit_id: bytes, token: bytes, facts: machine.HitFacts, ts: bytes) -> bytes:
     method, user_agent, ip = facts.method.encode(), _encode(facts.user_agent), (facts.ip or "").encode()
     prefetch = b"1" if facts.prefetch else b"0"
     return _FIELDS % (
-        len(token), token, len(method), method, len(user_agent), user_agent, len(ip), ip, prefetch, len(ts), ts,
+        len(hit_id), hit_id, len(token), token, len(method), method, len(user_agent), user_agent,
+        len(ip), ip, prefetch, len(ts), ts,
     )  # fmt: skip
 
 
@@ -492,6 +495,7 @@ def _hit_fields(kind: str, token: str, facts: machine.HitFacts, *, message_id: s
     """A hit's stream fields as a mapping, as the hot path writes them (tests and the drain benchmark)."""
     fields: dict[str, str | int] = {
         "k": kind,
+        "h": _writer().next_id().decode(),
         "t": token,
         "m": facts.method,
         "ua": facts.user_agent,
@@ -525,16 +529,24 @@ class _Hit(NamedTuple):
 
     commands: bytes  # one XADD
     kind: str  # "o": an open; "c": a click
+    hit_id: bytes  # unique: the event's dedupe key, whichever way the hit is recorded
     token: str
     facts: machine.HitFacts
 
     def record_in_database(self) -> None:
+        # An XADD whose answer was lost (the connection closed under it) may still be in the stream:
+        # the drain records it under the same dedupe key, so the hit counts once either way.
+        dedupe_key = _dedupe_key(self.hit_id.decode())
         if self.kind == "o":
-            record_open_now(token=self.token, facts=self.facts)
+            record_open_now(token=self.token, facts=self.facts, dedupe_key=dedupe_key)
         else:
             link = find_link(self.token)
             if link is not None:
-                record_click_now(link=link, facts=self.facts)
+                record_click_now(link=link, facts=self.facts, dedupe_key=dedupe_key)
+
+
+def _dedupe_key(hit_id: str) -> str:
+    return f"trk:{hit_id}"
 
 
 class _HitWriter:
@@ -547,6 +559,12 @@ class _HitWriter:
         self.started = threading.Lock()
         self.thread: threading.Thread | None = None
         self.unavailable_until = 0.0  # time.monotonic() before which Redis is taken to be away
+        # Hit ids: this process's random prefix and a count (no system call per hit).
+        self.id_prefix = secrets.token_hex(8).encode()
+        self.ids = itertools.count()
+
+    def next_id(self) -> bytes:
+        return b"%b%x" % (self.id_prefix, next(self.ids))
 
     def put(self, hit: _Hit) -> bool:
         """Queue the hit (True), or refuse it (False: the caller records it in the request) while Redis
@@ -652,16 +670,18 @@ def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
     if _redis() is None:
         return False
     stream, _ = _packed_key_parts()
+    writer = _writer()
+    hit_id = writer.next_id()
     commands = b"".join(
         (
             _OPEN_HEAD,
             _bulk(stream),
             _BULK_STAR,
             _BULK_O,
-            _packed_fields(token.encode(), facts, str(_now_ms()).encode()),
+            _packed_fields(hit_id, token.encode(), facts, str(_now_ms()).encode()),
         )
     )
-    return _writer().put(_Hit(commands=commands, kind="o", token=token, facts=facts))
+    return writer.put(_Hit(commands=commands, kind="o", hit_id=hit_id, token=token, facts=facts))
 
 
 @dataclass(frozen=True)
@@ -675,14 +695,16 @@ class ClickOutcome:
 
 # XADD <stream> * k c <fields> g <message id>. The burst note is the drain's to write (`_DELIVER`):
 # the request only records.
-_CLICK_XADD = b"*19\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n$1\r\nk\r\n$1\r\nc\r\n%b$1\r\ng\r\n$%d\r\n%b\r\n"
+_CLICK_XADD = b"*21\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n$1\r\nk\r\n$1\r\nc\r\n%b$1\r\ng\r\n$%d\r\n%b\r\n"
 
 
-def _click_commands(keys: tuple[bytes, bytes], token: str, message_id: str, facts: machine.HitFacts) -> bytes:
+def _click_commands(
+    keys: tuple[bytes, bytes], hit_id: bytes, token: str, message_id: str, facts: machine.HitFacts
+) -> bytes:
     """The click's `XADD`: its facts and its message (for the drain's burst note)."""
     stream, _ = keys
     message = message_id.encode()
-    fields = _packed_fields(token.encode(), facts, str(_now_ms()).encode())
+    fields = _packed_fields(hit_id, token.encode(), facts, str(_now_ms()).encode())
     return _CLICK_XADD % (len(stream), stream, fields, len(message), message)
 
 
@@ -716,9 +738,10 @@ def track_click(*, token: str, facts: machine.HitFacts) -> ClickOutcome:
                     return ClickOutcome(url=None, buffered=False)  # only http(s) is ever redirected to
                 cache_links([link])
                 message_id, url = str(link.message_id), link.url
-            commands = _click_commands(keys, token, message_id, facts)
-            hit = _Hit(commands=commands, kind="c", token=token, facts=facts)
-            if _writer().put(hit):
+            writer = _writer()
+            hit_id = writer.next_id()
+            commands = _click_commands(keys, hit_id, token, message_id, facts)
+            if writer.put(_Hit(commands=commands, kind="c", hit_id=hit_id, token=token, facts=facts)):
                 return ClickOutcome(url=url, buffered=True)
             # The writer refuses hits for now: the caller records this one in the request.
             return ClickOutcome(
@@ -845,19 +868,19 @@ def record_click(
     return True
 
 
-def record_open_now(*, token: str, facts: machine.HitFacts) -> None:
+def record_open_now(*, token: str, facts: machine.HitFacts, dedupe_key: str | None = None) -> None:
     """The in-request fallback when the buffer is unavailable."""
     if not TOKEN_RE.match(token):
         return
     pixel = EmailTrackingPixel.objects.filter(token=token).select_related("message__client").first()
     if pixel is not None:
-        record_open(pixel=pixel, facts=facts, occurred_at=datetime.now(UTC))
+        record_open(pixel=pixel, facts=facts, occurred_at=datetime.now(UTC), dedupe_key=dedupe_key)
 
 
-def record_click_now(*, link: EmailClickTracking, facts: machine.HitFacts) -> None:
+def record_click_now(*, link: EmailClickTracking, facts: machine.HitFacts, dedupe_key: str | None = None) -> None:
     """The in-request fallback when the buffer is unavailable (the burst rule needs the buffer)."""
     full = EmailClickTracking.objects.select_related("message__client").get(pk=link.pk)
-    record_click(link=full, facts=facts, occurred_at=datetime.now(UTC))
+    record_click(link=full, facts=facts, occurred_at=datetime.now(UTC), dedupe_key=dedupe_key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -954,8 +977,9 @@ def drain_tracking_events(
     of drains run side by side: a Redis consumer group hands each hit to one of them;
     a hit is acknowledged and deleted only after its batch committed, and hits a dead drain had
     taken are claimed by another after `DRAIN_CLAIM_IDLE_MS`. Each hit is recorded with
-    `dedupe_key=trk:<entry id>`, so a hit recorded twice (a drain that died between commit and
-    acknowledgement) counts once.
+    `dedupe_key=trk:<hit id>`, so a hit recorded twice (a drain that died between commit and
+    acknowledgement; a web process that recorded it in the database when Redis's answer to its
+    `XADD` was lost) counts once.
     """
     result = DrainResult()
     client = _redis()
@@ -999,8 +1023,8 @@ def _record_safely(client: redis.Redis, entries: list[tuple[Any, Any]], result: 
     """Record a batch; when one bad hit spoils it, record the hits one by one and drop (log) the bad ones."""
     try:
         _record_entries(client, entries, result)
-    except (OperationalError, InterfaceError):
-        # The database is away: keep the batch unacknowledged; the replay is deduplicated.
+    except (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError):
+        # The database or Redis is away: keep the batch unacknowledged; the replay is deduplicated.
         raise
     except Exception:
         if len(entries) == 1:
@@ -1103,7 +1127,8 @@ def _record_entries(client: redis.Redis, entries: list[tuple[Any, Any]], result:
                     occurred_at=occurred_at,
                     is_machine=verdict.is_machine,
                     machine_reason=verdict.reason,
-                    dedupe_key=f"trk:{entry_id}",
+                    # Hits written before hit ids existed fall back on their entry id.
+                    dedupe_key=_dedupe_key(fields.get("h") or entry_id),
                     fields={
                         "ip": facts.ip,
                         "user_agent": facts.user_agent,

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
 import pytest
+import redis
+from django.conf import settings
 from django.test import override_settings
 
 from email_service.models import EmailEvent
@@ -29,7 +36,7 @@ def test_an_open_is_buffered_with_every_field_the_drain_reads(browser, pixel):
         REMOTE_ADDR="192.0.2.7",
     )
     [hit] = _buffered()
-    assert hit.keys() == {"k", "t", "m", "ua", "ip", "p", "ts"}
+    assert hit.keys() == {"k", "h", "t", "m", "ua", "ip", "p", "ts"}
     assert (hit["k"], hit["t"], hit["m"], hit["ip"], hit["p"]) == ("o", pixel.token, "GET", "192.0.2.7", "1")
     assert hit["ua"] == "Mozilla/5.0 Thunderbird/128 (Zürich)"
     drain()
@@ -43,7 +50,7 @@ def test_a_click_is_buffered_and_redirects_to_the_stored_url_and_the_drain_notes
     assert response["Location"] == DESTINATION
     [(entry_id, hit)] = tracking._redis().xrange(tracking.stream_key())
     hit = {tracking._text(key): tracking._text(value) for key, value in hit.items()}
-    assert hit.keys() == {"k", "t", "m", "ua", "ip", "p", "ts", "g"}
+    assert hit.keys() == {"k", "h", "t", "m", "ua", "ip", "p", "ts", "g"}
     assert (hit["k"], hit["t"], hit["ip"], hit["p"]) == ("c", cached_link.token, "192.0.2.8", "0")
     assert hit["g"] == str(message.pk)
     # The request writes the hit only; the drain writes the burst note as it takes the hit.
@@ -100,3 +107,68 @@ def test_an_unknown_click_token_buffers_nothing_and_is_a_404(browser, cached_lin
 def test_the_lookup_baseline_finds_the_destination_the_click_finds(cached_link):
     assert tracking.cached_destination(cached_link.token) == DESTINATION
     assert _buffered() == []
+
+
+@pytest.fixture
+def lossy_redis() -> Iterator[str]:
+    """A Redis URL through a proxy that passes every command on, but closes the connection instead of
+    passing on the answer to an `XADD`: the write happened, the writer never hears of it."""
+    upstream = urlsplit(str(settings.REDIS_URL))
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def relay(client: socket.socket) -> None:
+        with client, socket.create_connection((str(upstream.hostname), upstream.port or 6379)) as redis_side:
+            while data := client.recv(65536):
+                redis_side.sendall(data)
+                answer = redis_side.recv(65536)
+                if b"XADD" in data:
+                    return  # Redis has the hit; its answer goes nowhere
+                client.sendall(answer)
+
+    def serve() -> None:
+        with server:
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                threading.Thread(target=relay, args=(client,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}{upstream.path}"
+    server.close()
+
+
+def test_a_hit_redis_took_but_whose_answer_was_lost_counts_once(browser, pixel, cached_link, message, lossy_redis):
+    with override_settings(REDIS_URL=lossy_redis):
+        assert browser.get(f"/api/track/open/{pixel.token}.png").content == tracking.PIXEL_PNG
+        assert browser.get(f"/api/track/click/{cached_link.token}")["Location"] == DESTINATION
+    # Unacknowledged, so each was recorded in the request (the open first: the click implies none);
+    # yet both reached the stream too.
+    assert len(_buffered()) == 2
+    events = EmailEvent.objects.filter(message=message)
+    assert sorted(events.values_list("event_type", flat=True)) == ["click", "open"]
+    drain()
+    assert sorted(events.values_list("event_type", flat=True)) == ["click", "open"]
+    message.refresh_from_db()
+    assert (message.open_count, message.click_count) == (1, 1)
+
+
+def test_a_drain_that_loses_redis_mid_batch_leaves_the_batch_for_the_next_one(
+    browser, pixel, cached_link, message, monkeypatch
+):
+    browser.get(f"/api/track/open/{pixel.token}.png")
+    browser.get(f"/api/track/click/{cached_link.token}")
+
+    def redis_restarting(*args, **kwargs):
+        raise redis.ConnectionError("Redis is loading the dataset in memory")
+
+    # The burst lookup is the drain's one Redis call between taking a batch and acknowledging it.
+    monkeypatch.setattr(tracking, "_in_bursts", redis_restarting)
+    with pytest.raises(redis.ConnectionError):
+        drain()
+    assert not EmailEvent.objects.filter(message=message).exists()
+    assert len(_buffered()) == 2  # nothing acknowledged, nothing dropped
+    monkeypatch.undo()
+    assert drain().recorded == 2
+    assert sorted(EmailEvent.objects.filter(message=message).values_list("event_type", flat=True)) == ["click", "open"]
