@@ -633,12 +633,26 @@ class _HitWriter:
             return
         logger.warning("Recording %d tracking hits in the database instead of the buffer", len(failed))
         for hit in failed:
-            try:
-                hit.record_in_database()
-            except Exception:
-                logger.exception("Could not record a tracking hit")
+            _record_in_database(hit)
         if threading.current_thread() is self.thread:
             connection.close()  # the writer thread's own database connection: it may idle for hours
+
+
+def _record_in_database(hit: _Hit, attempts: int = 3) -> None:
+    """Record a hit Redis did not acknowledge, trying again after a deadlock: the drain may be
+    recording the same hit (Redis took it after all) with the messages of its batch locked."""
+    for attempt in range(1, attempts + 1):
+        try:
+            hit.record_in_database()
+            return
+        except OperationalError:
+            if attempt == attempts or connection.in_atomic_block:
+                logger.exception("Could not record a tracking hit")
+                return
+            time.sleep(0.05 * attempt)
+        except Exception:
+            logger.exception("Could not record a tracking hit")
+            return
 
 
 WRITE_BATCH = 500

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
+from django.conf import settings
 from django.test import Client as DjangoClient
 from django.utils import timezone
 
@@ -71,3 +76,33 @@ def cached_link(message):
     created = EmailClickTracking.objects.create(message=message, url=DESTINATION)
     tracking.cache_links([created])
     return created
+
+
+@pytest.fixture
+def lossy_redis() -> Iterator[str]:
+    """A Redis URL through a proxy that passes every command on, but closes the connection instead of
+    passing on the answer to an `XADD`: the write happened, the writer never hears of it."""
+    upstream = urlsplit(str(settings.REDIS_URL))
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def relay(client: socket.socket) -> None:
+        with client, socket.create_connection((str(upstream.hostname), upstream.port or 6379)) as redis_side:
+            while data := client.recv(65536):
+                redis_side.sendall(data)
+                answer = redis_side.recv(65536)
+                if b"XADD" in data:
+                    return  # Redis has the hit; its answer goes nowhere
+                client.sendall(answer)
+
+    def serve() -> None:
+        with server:
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                threading.Thread(target=relay, args=(client,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}{upstream.path}"
+    server.close()

@@ -14,9 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from django.db import connection, transaction
+from django.test import override_settings
 
-from email_service.models import EmailEvent
+from email_service.models import EmailEvent, EmailSendQueue
 from email_service.services import tracking
+from email_service.services.events import record_event
 from tests.tracking.conftest import DESTINATION, drain
 
 # The writer thread records through its own database connection: its writes must be committed to be seen.
@@ -173,3 +176,32 @@ def test_a_batch_redis_could_not_take_marks_it_away_for_a_moment(threaded, setti
     assert _eventually(lambda: EmailEvent.objects.filter(event_type="open").count() == 1)
     assert tracking._writer().unavailable_until > time.monotonic()
     tracking._writer().unavailable_until = 0.0
+
+
+def _waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        # pg_locks, not pg_stat_activity: the latter is a snapshot taken once per transaction.
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+        return bool(cursor.fetchone()[0])
+
+
+def test_a_hit_recorded_by_the_writer_and_the_drain_at_once_counts_once_without_an_error(
+    threaded, browser, pixel, message, lossy_redis, caplog
+):
+    # Redis takes the XADD but its answer is lost, so the writer records the hit in the database
+    # while a drain records the same hit from the stream, its batch's messages locked: the two
+    # transactions deadlock on the message row and the hit's dedupe key. PostgreSQL cancels one.
+    with transaction.atomic():
+        locked = EmailSendQueue.objects.select_for_update().get(pk=message.pk)  # the drain's batch lock
+        with override_settings(REDIS_URL=lossy_redis):
+            browser.get(f"/api/track/open/{pixel.token}.png")
+            assert _eventually(lambda: _buffered() == 1)
+            assert _eventually(_waiting_for_a_lock)  # the writer's UPDATE of the message waits on us
+        [(_entry_id, fields)] = tracking._redis().xrange(tracking.stream_key())
+        record_event(message=locked, event_type="open", dedupe_key=tracking._dedupe_key(fields[b"h"].decode()))
+    assert _eventually(lambda: not tracking._writer().queue and not tracking._writer().writing.locked())
+    tracking.flush_hits()
+    assert EmailEvent.objects.filter(message=message, event_type="open").count() == 1
+    message.refresh_from_db()
+    assert message.open_count == 1
+    assert "Could not record a tracking hit" not in caplog.text

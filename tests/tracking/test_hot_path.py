@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
-from urllib.parse import urlsplit
-
 import pytest
 import redis
-from django.conf import settings
 from django.test import override_settings
 
 from email_service.models import EmailEvent
@@ -107,36 +101,6 @@ def test_an_unknown_click_token_buffers_nothing_and_is_a_404(browser, cached_lin
 def test_the_lookup_baseline_finds_the_destination_the_click_finds(cached_link):
     assert tracking.cached_destination(cached_link.token) == DESTINATION
     assert _buffered() == []
-
-
-@pytest.fixture
-def lossy_redis() -> Iterator[str]:
-    """A Redis URL through a proxy that passes every command on, but closes the connection instead of
-    passing on the answer to an `XADD`: the write happened, the writer never hears of it."""
-    upstream = urlsplit(str(settings.REDIS_URL))
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def relay(client: socket.socket) -> None:
-        with client, socket.create_connection((str(upstream.hostname), upstream.port or 6379)) as redis_side:
-            while data := client.recv(65536):
-                redis_side.sendall(data)
-                answer = redis_side.recv(65536)
-                if b"XADD" in data:
-                    return  # Redis has the hit; its answer goes nowhere
-                client.sendall(answer)
-
-    def serve() -> None:
-        with server:
-            while True:
-                try:
-                    client, _ = server.accept()
-                except OSError:
-                    return
-                threading.Thread(target=relay, args=(client,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"redis://127.0.0.1:{server.getsockname()[1]}{upstream.path}"
-    server.close()
 
 
 def test_a_hit_redis_took_but_whose_answer_was_lost_counts_once(browser, pixel, cached_link, message, lossy_redis):
