@@ -927,8 +927,10 @@ def _consumer_name() -> str:
 # Hands a drain the next hits (`XREADGROUP ... >`) and, in the same atomic step, writes the burst note
 # of each click among them: a sorted set per message and source, scored by the click's time. So
 # every hit any drain has taken is noted, and a click is labelled only once the group has taken every
-# hit up to `DRAIN_SETTLE_SECONDS` after it (`drain_tracking_events`). Returns Redis's clock (TIME)
-# as of the read, and the entries as [id, [field, value, ...]].
+# hit up to `DRAIN_SETTLE_SECONDS` after it (`drain_tracking_events`). A note's member is
+# "<link token>|<entry id>". The notes' keys are not among the script's KEYS: one Redis, not Cluster
+# (README, "Operating"). Returns Redis's clock (TIME) as of the read, and the entries as
+# [id, [field, value, ...]].
 _DELIVER = """
 local now = redis.call('TIME')
 local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
