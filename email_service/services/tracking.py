@@ -468,9 +468,6 @@ def _packed_key_parts() -> tuple[bytes, bytes]:
     return parts
 
 
-_OPEN_HEAD = b"*19\r\n$4\r\nXADD\r\n"
-_BULK_STAR = _bulk(b"*")
-_BULK_O = _bulk(b"k") + _bulk(b"o")
 _BULK_LINK_TTL = _bulk(str(LINK_CACHE_TTL_SECONDS).encode())
 
 
@@ -676,6 +673,10 @@ def flush_hits() -> None:
     _writer().flush()
 
 
+# XADD <stream> * k o <fields>
+_OPEN_XADD = b"*19\r\n$4\r\nXADD\r\n$%d\r\n%b\r\n$1\r\n*\r\n$1\r\nk\r\n$1\r\no\r\n%b"
+
+
 def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
     """Hand one pixel fetch to the drain's buffer (one `XADD`, written by the hit writer).
 
@@ -686,15 +687,8 @@ def buffer_open(*, token: str, facts: machine.HitFacts) -> bool:
     stream, _ = _packed_key_parts()
     writer = _writer()
     hit_id = writer.next_id()
-    commands = b"".join(
-        (
-            _OPEN_HEAD,
-            _bulk(stream),
-            _BULK_STAR,
-            _BULK_O,
-            _packed_fields(hit_id, token.encode(), facts, str(_now_ms()).encode()),
-        )
-    )
+    fields = _packed_fields(hit_id, token.encode(), facts, str(_now_ms()).encode())
+    commands = _OPEN_XADD % (len(stream), stream, fields)
     return writer.put(_Hit(commands=commands, kind="o", hit_id=hit_id, token=token, facts=facts))
 
 
