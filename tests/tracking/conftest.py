@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -79,30 +79,42 @@ def cached_link(message):
 
 
 @pytest.fixture
-def lossy_redis() -> Iterator[str]:
-    """A Redis URL through a proxy that passes every command on, but closes the connection instead of
-    passing on the answer to an `XADD`: the write happened, the writer never hears of it."""
+def cutting_redis() -> Iterator[Callable[[bytes], str]]:
+    """`cutting_redis(b"XADD")`: a Redis URL through a proxy that passes every command on, but closes
+    the connection instead of passing on Redis's answer to a write holding that command."""
     upstream = urlsplit(str(settings.REDIS_URL))
-    server = socket.create_server(("127.0.0.1", 0))
+    servers: list[socket.socket] = []
 
-    def relay(client: socket.socket) -> None:
+    def relay(client: socket.socket, command: bytes) -> None:
         with client, socket.create_connection((str(upstream.hostname), upstream.port or 6379)) as redis_side:
             while data := client.recv(65536):
                 redis_side.sendall(data)
                 answer = redis_side.recv(65536)
-                if b"XADD" in data:
-                    return  # Redis has the hit; its answer goes nowhere
+                if command in data:
+                    return  # Redis did it; its answer goes nowhere
                 client.sendall(answer)
 
-    def serve() -> None:
+    def serve(server: socket.socket, command: bytes) -> None:
         with server:
             while True:
                 try:
                     client, _ = server.accept()
                 except OSError:
                     return
-                threading.Thread(target=relay, args=(client,), daemon=True).start()
+                threading.Thread(target=relay, args=(client, command), daemon=True).start()
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"redis://127.0.0.1:{server.getsockname()[1]}{upstream.path}"
-    server.close()
+    def proxy(command: bytes) -> str:
+        server = socket.create_server(("127.0.0.1", 0))
+        servers.append(server)
+        threading.Thread(target=serve, args=(server, command), daemon=True).start()
+        return f"redis://127.0.0.1:{server.getsockname()[1]}{upstream.path}"
+
+    yield proxy
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def lossy_redis(cutting_redis: Callable[[bytes], str]) -> str:
+    """A Redis that takes each `XADD` but whose answer never arrives."""
+    return cutting_redis(b"XADD")
