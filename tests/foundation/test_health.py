@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -10,6 +15,8 @@ from django.utils import timezone
 from email_service.services.health import record_heartbeat
 
 pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -62,3 +69,39 @@ def test_a_dead_broker_gives_503(api, live_processes, monkeypatch):
 def test_health_needs_no_credentials_and_ignores_bad_ones(api, live_processes):
     api.credentials(HTTP_AUTHORIZATION="Token nonsense")
     assert api.get("/api/health").status_code == 200
+
+
+def test_the_web_check_stays_200_while_workers_and_beat_are_gone_but_reports_them(api):
+    response = api.get("/api/health/web")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["components"]["worker"]["ok"] is False
+    assert body["components"]["beat"]["ok"] is False
+    assert api.get("/api/health").status_code == 503
+
+
+def test_the_web_check_is_503_when_the_database_is_unreachable():
+    # A process of its own whose database is a closed port: the request's own database cannot die mid-test.
+    script = (
+        "import django, json; django.setup(); from django.test import Client; "
+        "r = Client().get('/api/health/web', HTTP_HOST='localhost'); "
+        "print(r.status_code, json.dumps(r.json()['components']['database']))"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:1/gone",
+        "DJANGO_SETTINGS_MODULE": "OreeStats.settings_test",
+    }
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    status, database = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert status == "503"
+    assert json.loads(database)["ok"] is False
+
+
+def test_an_unhealthy_answer_is_logged_as_a_warning_not_an_error(api, caplog):
+    with caplog.at_level("INFO", logger="django.request"):
+        assert api.get("/api/health").status_code == 503
+    levels = [record.levelname for record in caplog.records if record.name == "django.request"]
+    assert levels == ["WARNING"]
