@@ -73,7 +73,7 @@ def test_non_integer_db_port_names_the_variable():
 
 PRODUCTION_ENV = {
     "DEBUG": "0",
-    "SECRET_KEY": "s" * 40,
+    "SECRET_KEY": "hV3q9Jx2LmT7wZp4Rk8sNf6Yd1Gc5Bb0Ea-Ui_OoPl",
     "JWT_SECRET_KEY": "j" * 40,
     "OREE_API_KEY": "k" * 24,
     "TOKEN_ENCRYPTION_KEY": "x8P6uW9ZbY0t1p7QeJmRkq3h2V5sNcLdAaFgHiTjUwE=",
@@ -107,6 +107,13 @@ def test_a_missing_secret_stops_start_up_with_one_line_naming_it(missing, tmp_pa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert missing in lines[0]
+
+
+@pytest.mark.parametrize("weak", ["short-but-real-Key9", "s" * 40, "django-insecure-" + "x7Hq2mVb9LpT4wZr8Kd3Nf6Ys1Gc"])
+def test_a_weak_secret_key_stops_start_up_in_production(weak, tmp_path):
+    result = start({**PRODUCTION_ENV, "SECRET_KEY": weak}, tmp_path)
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
 
 
 def test_debug_mode_needs_no_secrets(tmp_path):
