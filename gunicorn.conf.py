@@ -20,6 +20,6 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 def worker_exit(server: object, worker: object) -> None:
     """Write out the tracking hits this worker still holds (atexit does too; a second flush finds none)."""
-    tracking = sys.modules.get("email_service.services.tracking")
+    tracking = sys.modules.get("email_service.tracking.hits")
     if tracking is not None:  # not loaded (a worker that failed to boot, say): nothing was queued
         tracking.flush_hits()

@@ -28,14 +28,14 @@ app.on_after_configure.connect(lambda sender, **_: _prepare_filesystem_broker(),
 
 @signals.worker_ready.connect
 def _worker_heartbeat(**_: object) -> None:
-    from email_service.services.health import start_heartbeat_thread
+    from email_service.operations.health import start_heartbeat_thread
 
     start_heartbeat_thread("worker")
 
 
 @signals.beat_init.connect
 def _beat_heartbeat(**_: object) -> None:
-    from email_service.services.health import start_heartbeat_thread
+    from email_service.operations.health import start_heartbeat_thread
 
     start_heartbeat_thread("beat")
 

@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
+from email_service.mailboxes.lifecycle import disconnect_mailbox_by_request, pause_mailbox, resume_mailbox
 from email_service.models import (
     Campaign,
     Client,
@@ -26,9 +27,8 @@ from email_service.models import (
     StepDailyStats,
     Suppression,
 )
-from email_service.services.campaigns import pause_campaign, resume_campaign
-from email_service.services.mailboxes import disconnect_mailbox_by_request, pause_mailbox, resume_mailbox
-from email_service.services.queue_admin import cancel_email, retry_email
+from email_service.sending.campaigns import pause_campaign, resume_campaign
+from email_service.sending.queue_admin import cancel_email, retry_email
 
 
 def _apply(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from email_service.services.housekeeping import purge_expired
+from email_service.operations.housekeeping import purge_expired
 
 
 @shared_task(name="email_service.purge_expired")
@@ -15,7 +15,7 @@ def purge_expired_task() -> dict[str, int]:
 
 @shared_task(name="email_service.drain_tracking_events", ignore_result=True)
 def drain_tracking_events_task() -> dict[str, int]:
-    from email_service.services.tracking import drain_tracking_events
+    from email_service.tracking.hits import drain_tracking_events
 
     result = drain_tracking_events()
     return {"read": result.read, "recorded": result.recorded, "unknown": result.unknown}
@@ -24,7 +24,7 @@ def drain_tracking_events_task() -> dict[str, int]:
 @shared_task(name="email_service.poll_replies", ignore_result=True)
 def poll_replies_task() -> int:
     """Fan out: one poll task per connected mailbox."""
-    from email_service.services.replies import mailboxes_to_poll
+    from email_service.inbound.replies import mailboxes_to_poll
 
     mailbox_ids = mailboxes_to_poll()
     for mailbox_id in mailbox_ids:
@@ -38,7 +38,7 @@ def poll_mailbox_task(mailbox_id: str) -> dict[str, int] | None:
 
     from django.core.cache import cache
 
-    from email_service.services.replies import poll_mailbox_by_id
+    from email_service.inbound.replies import poll_mailbox_by_id
 
     # One poll per mailbox at a time: two would read the same history (harmless, but wasted quota).
     lock_key = f"poll-mailbox:{mailbox_id}"
@@ -56,7 +56,7 @@ def poll_mailbox_task(mailbox_id: str) -> dict[str, int] | None:
 @shared_task(name="email_service.dispatch_due")
 def dispatch_due_task() -> int:
     """Start a send turn for every mailbox with due work (beat, and nudged after enqueue)."""
-    from email_service.services.dispatch import dispatch_due
+    from email_service.sending.dispatch import dispatch_due
 
     return dispatch_due()
 
@@ -74,7 +74,7 @@ _SEND_SOFT_LIMIT = _SEND_HARD_LIMIT - max(3, _SEND_HARD_LIMIT // 10)
 )
 def send_next_for_mailbox_task(mailbox_id: str) -> str:
     """One mailbox turn: take a pace slot, claim one due email, send it."""
-    from email_service.services.dispatch import run_mailbox_turn
+    from email_service.sending.dispatch import run_mailbox_turn
 
     return run_mailbox_turn(mailbox_id=mailbox_id)
 
@@ -87,7 +87,7 @@ def send_next_for_mailbox_task(mailbox_id: str) -> str:
 )
 def send_turns_task(mailbox_ids: list[str], chain: str | None = None) -> dict[str, int]:
     """Turns of a group of mailboxes: each sends at its pace for a few seconds, then the group goes on."""
-    from email_service.services.dispatch import run_turns
+    from email_service.sending.dispatch import run_turns
 
     return run_turns(mailbox_ids=mailbox_ids, chain=chain)
 
@@ -95,20 +95,20 @@ def send_turns_task(mailbox_ids: list[str], chain: str | None = None) -> dict[st
 @shared_task(name="email_service.resolve_email", time_limit=_SEND_HARD_LIMIT, soft_time_limit=_SEND_SOFT_LIMIT)
 def resolve_email_task(email_id: str) -> str:
     """Settle an email whose send outcome is unknown by asking its mailbox."""
-    from email_service.services.dispatch import resolve_email
+    from email_service.sending.dispatch import resolve_email
 
     return resolve_email(email_id=email_id)
 
 
 @shared_task(name="email_service.sweep_queue")
 def sweep_queue_task() -> dict[str, int]:
-    from email_service.services.dispatch import sweep_queue
+    from email_service.sending.dispatch import sweep_queue
 
     return sweep_queue()
 
 
 @shared_task(name="email_service.reset_daily_counts")
 def reset_daily_counts_task() -> int:
-    from email_service.services.pacing import reset_daily_counts
+    from email_service.sending.pacing import reset_daily_counts
 
     return reset_daily_counts()

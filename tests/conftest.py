@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from email_service.services.auth import issue_access_token
+from email_service.dashboard.sessions import issue_access_token
 from tests.factories import ClientFactory
 
 
@@ -57,7 +57,7 @@ def charlie_api(charlie) -> APIClient:
 @pytest.fixture
 def google_sandbox():
     """A running Google sandbox (OAuth + Gmail API) with one OAuth client and one account."""
-    from email_service.sandbox.testing import make_test_sandbox
+    from google_sandbox.testing import make_test_sandbox
 
     with make_test_sandbox() as sandbox:
         yield sandbox
@@ -76,7 +76,7 @@ def sandbox(settings):
 @pytest.fixture
 def google_settings(settings, google_sandbox):
     """Point the app's Google settings at the sandbox, as an operator would with env variables."""
-    from email_service.sandbox.testing import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_REDIRECT_URI
+    from google_sandbox.testing import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_REDIRECT_URI
 
     settings.GOOGLE_CLIENT_ID = TEST_CLIENT_ID
     settings.GOOGLE_CLIENT_SECRET = TEST_CLIENT_SECRET
@@ -96,10 +96,10 @@ def connect_mailbox(google_settings, google_sandbox):
 
     from django.utils import timezone
 
-    from email_service.gmail_client import MailboxCredentials
+    from email_service.gmail.client import MailboxCredentials
+    from email_service.mailboxes.credentials import store_credentials
     from email_service.models import Mailbox
-    from email_service.sandbox.testing import TEST_SCOPES
-    from email_service.services.mailbox_credentials import store_credentials
+    from google_sandbox.testing import TEST_SCOPES
 
     def connect(client, email: str, display_name: str = "Sam Sender", **fields) -> Mailbox:
         google_sandbox.add_account(email, display_name)

@@ -122,8 +122,8 @@ class Loader:
 def load(args: argparse.Namespace) -> dict[str, int]:
     from django.db import connection, transaction
 
+    from email_service.dashboard.sessions import create_client
     from email_service.models import Campaign, Client, Mailbox
-    from email_service.services.auth import create_client
 
     rng = random.Random(42)
     now = datetime.now(UTC)
@@ -346,9 +346,9 @@ def build_rollups() -> None:
 def measure(args: argparse.Namespace) -> list[dict[str, object]]:
     from rest_framework.test import APIClient
 
+    from email_service.dashboard.sessions import issue_access_token
+    from email_service.dashboard.stats import REPLY_KINDS, encode_reply_cursor
     from email_service.models import Client, EmailEvent
-    from email_service.services.auth import issue_access_token
-    from email_service.services.stats import REPLY_KINDS, encode_reply_cursor
 
     client = Client.objects.get(email="owner0@bench.test")
     campaign = client.campaigns.get(is_default=True)

@@ -14,9 +14,9 @@ from typing import Any
 
 from django.db.models import Count
 
-from email_service.gmail_client import QUEUE_ID_HEADER, MailboxCredentials
+from email_service.gmail.client import QUEUE_ID_HEADER, MailboxCredentials
 from email_service.models import Client, EmailSendQueue, Mailbox
-from email_service.sandbox.models import (
+from google_sandbox.models import (
     FAULT_ACCEPT_THEN_CLOSE,
     FAULT_ACCEPT_THEN_RESET,
     FAULT_LATENCY,
@@ -24,7 +24,7 @@ from email_service.sandbox.models import (
     FAULT_UNAVAILABLE,
     OP_SEND,
 )
-from email_service.sandbox.testing import TEST_SCOPES
+from google_sandbox.testing import TEST_SCOPES
 
 FAULT_MIX = (FAULT_RATE_LIMIT, FAULT_UNAVAILABLE, FAULT_LATENCY, FAULT_ACCEPT_THEN_CLOSE, FAULT_ACCEPT_THEN_RESET)
 """The sandbox's answers to a faulty send, drawn uniformly: 429, 503, a hang past the client's
@@ -55,7 +55,7 @@ def connect_sandbox_mailbox(sandbox: Any, *, client: Client, email: str, **field
     """A connected mailbox of `client` holding real (encrypted) sandbox tokens, as the OAuth callback leaves it."""
     from django.utils import timezone
 
-    from email_service.services.mailbox_credentials import store_credentials
+    from email_service.mailboxes.credentials import store_credentials
 
     sandbox.add_account(email, email.split("@")[0].title())
     tokens = sandbox.issue_tokens(email, TEST_SCOPES)

@@ -283,9 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     from django.db.utils import InterfaceError, OperationalError
 
     from bench.faults.harness import arm_faults, connect_sandbox_mailbox, faults_by_kind, unsettled, verify
+    from email_service.dashboard.sessions import create_client
     from email_service.models import Client, EmailSendQueue
-    from email_service.sandbox.control import SandboxControl
-    from email_service.services.auth import create_client
+    from google_sandbox.control import SandboxControl
 
     stack = Stack(env, logs)
     t0 = time.monotonic()

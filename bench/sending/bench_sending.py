@@ -45,8 +45,8 @@ from django.test import Client as HttpClient  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from email_service.models import EmailSendQueue, Mailbox  # noqa: E402
-from email_service.sandbox.models import FAULT_LATENCY, OP_SEND  # noqa: E402
 from email_service.tasks import dispatch_due_task  # noqa: E402
+from google_sandbox.models import FAULT_LATENCY, OP_SEND  # noqa: E402
 from tests.sending.gmail import connect_mailbox, make_test_sandbox, sandbox_env  # noqa: E402
 from tests.sending.workers import Workers, purge_broker  # noqa: E402
 

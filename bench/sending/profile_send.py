@@ -32,7 +32,7 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
 
     from email_service.models import EmailSendQueue
-    from email_service.services import dispatch
+    from email_service.sending import dispatch
     from tests.sending.gmail import connect_mailbox, make_test_sandbox, point_settings_at
     from tests.sending.workers import purge_broker
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from email_service.api.tracking import NO_STORE, pixel_response
-from email_service.services.tracking import cached_destination
+from email_service.tracking.hits import cached_destination
 
 DESTINATION = "https://example.com/pricing?plan=pro#annual"
 

@@ -23,7 +23,8 @@ from bench.tracking.run import ENV, PYTHON, ROOT, ensure_database, prepare_data
 
 def fill(count: int, pixel_tokens: list[str], link_tokens: list[str]) -> None:
     from email_service.models import EmailClickTracking
-    from email_service.services import machine, tracking
+    from email_service.tracking import hits as tracking
+    from email_service.tracking import machine
 
     client = tracking._redis()
     assert client is not None
@@ -48,7 +49,7 @@ def fill(count: int, pixel_tokens: list[str], link_tokens: list[str]) -> None:
 WORKER = """
 import django, sys
 django.setup()
-from email_service.services.tracking import drain_tracking_events
+from email_service.tracking.hits import drain_tracking_events
 while drain_tracking_events(settle_seconds=0, batch_size=int(sys.argv[1])).read:
     pass
 """
@@ -63,8 +64,8 @@ def main() -> None:
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     ensure_database()
     pixel_tokens, link_tokens = prepare_data(1000)
+    from email_service.events.recording import actual_rollups, expected_rollups, rollup_differences
     from email_service.models import Client, EmailEvent
-    from email_service.services.events import actual_rollups, expected_rollups, rollup_differences
 
     owner = Client.objects.get(email="bench@bench.test")
     lines = []

@@ -124,7 +124,7 @@ def prepare_data(count: int) -> tuple[list[str], list[str]]:
         Lead,
         Mailbox,
     )
-    from email_service.services import tracking
+    from email_service.tracking import hits as tracking
 
     client = tracking._redis()
     assert client is not None, "the benchmark needs Redis"
@@ -225,7 +225,7 @@ def wrk(base: str, script: str, *, duration: int, connections: int) -> dict[str,
 
 def drain_all() -> tuple[int, float]:
     """Record everything buffered; (hits read, seconds taken)."""
-    from email_service.services.tracking import drain_tracking_events
+    from email_service.tracking.hits import drain_tracking_events
 
     started, read = time.monotonic(), 0
     while True:
@@ -317,8 +317,8 @@ def main() -> None:
         kind: EmailEvent.objects.filter(client__email="bench@bench.test", event_type=kind, detail__method="GET").count()
         for kind in ("open", "click")
     }
+    from email_service.events.recording import actual_rollups, expected_rollups, rollup_differences
     from email_service.models import Client
-    from email_service.services.events import actual_rollups, expected_rollups, rollup_differences
 
     owner = Client.objects.get(email="bench@bench.test")
     differences = rollup_differences(

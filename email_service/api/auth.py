@@ -18,9 +18,9 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from email_service.dashboard.sessions import authenticate_access_token
 from email_service.exceptions import AuthenticationError
 from email_service.models import Client, ClientSession
-from email_service.services.auth import authenticate_access_token
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from email_service.api.auth import BearerAuthentication, ClientPrincipal, IsClient
+from email_service.dashboard import sessions as auth_service
+from email_service.dashboard import stats
+from email_service.dashboard.client_settings import client_settings, update_client_settings
 from email_service.exceptions import InvalidInput
+from email_service.mailboxes.lifecycle import disconnect_mailbox_by_request
 from email_service.models import Campaign, Client, Mailbox
-from email_service.services import auth as auth_service
-from email_service.services import stats
-from email_service.services.campaigns import pause_campaign, resume_campaign
-from email_service.services.client_settings import client_settings, update_client_settings
-from email_service.services.mailboxes import disconnect_mailbox_by_request
-from email_service.services.tracking import client_ip
+from email_service.sending.campaigns import pause_campaign, resume_campaign
+from email_service.tracking.hits import client_ip
 
 # --- Shapes --------------------------------------------------------------------------------------
 

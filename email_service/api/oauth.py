@@ -17,8 +17,8 @@ from rest_framework.views import APIView
 
 from email_service.api.auth import BearerAuthentication, ClientPrincipal, IsIntegrationOrClient
 from email_service.exceptions import NotFound, OreeError
+from email_service.mailboxes.oauth import complete_mailbox_connection, start_mailbox_connection
 from email_service.models import Client
-from email_service.services.oauth import complete_mailbox_connection, start_mailbox_connection
 
 
 def wants_json(request: Request) -> bool:

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from email_service.services.health import system_health
+from email_service.operations.health import system_health
 
 
 class HealthComponentSerializer(serializers.Serializer[dict[str, object]]):

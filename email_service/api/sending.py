@@ -16,7 +16,7 @@ from email_service.api.auth import BearerAuthentication, IsIntegration
 from email_service.api.errors import error_body
 from email_service.api.serializers import EmailStatusResponseSerializer, EmailStatusSerializer
 from email_service.exceptions import InvalidInput, OreeError, PayloadTooLarge
-from email_service.services.sending import (
+from email_service.sending.enqueue import (
     MAX_BATCH_ITEMS,
     MAX_BODY_BYTES,
     EnqueueResult,

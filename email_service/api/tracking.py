@@ -28,7 +28,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from email_service.api.auth import BearerAuthentication, IsIntegration
-from email_service.services import replies, suppression, tracking
+from email_service.inbound import replies, suppression
+from email_service.tracking import hits as tracking
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from email_service.events.recording import record_event
 from email_service.models import Campaign, EmailSendQueue, Mailbox
-from email_service.services.events import record_event
 from tests.conftest import dashboard_api
 from tests.factories import DEFAULT_PASSWORD, CampaignFactory, EmailSendQueueFactory, LeadFactory, MailboxFactory
 

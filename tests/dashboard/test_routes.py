@@ -9,9 +9,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from email_service.events.recording import record_event
+from email_service.mailboxes.credentials import credentials_for
 from email_service.models import ClientDailyActivity, EmailSendQueue, StepDailyStats
-from email_service.services.events import record_event
-from email_service.services.mailbox_credentials import credentials_for
 from tests.factories import CampaignFactory, EmailSendQueueFactory, MailboxFactory
 
 pytestmark = pytest.mark.django_db

@@ -20,9 +20,9 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from email_service.dashboard import sessions as auth
 from email_service.exceptions import AuthenticationError, Throttled
 from email_service.models import ClientSession
-from email_service.services import auth
 from tests.dashboard.conftest import clear_login_throttle
 from tests.factories import DEFAULT_PASSWORD, ClientFactory
 

@@ -25,8 +25,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.core.management import call_command
 
+from email_service.events.recording import record_event
 from email_service.models import EmailSendQueue, Mailbox
-from email_service.services.events import record_event
 from tests.conftest import dashboard_api
 from tests.factories import CampaignFactory, EmailSendQueueFactory, LeadFactory, MailboxFactory
 

@@ -23,7 +23,7 @@ from bench.faults.harness import (
     verify,
 )
 from email_service.models import EmailSendQueue
-from email_service.services.sending import SendRequest, enqueue_email
+from email_service.sending.enqueue import SendRequest, enqueue_email
 from email_service.tasks import dispatch_due_task, sweep_queue_task
 from tests.factories import ClientFactory
 from tests.sending.workers import wait_until, worker_pool

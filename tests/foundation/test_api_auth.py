@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from email_service.services.auth import JWT_AUDIENCE, JWT_ISSUER, issue_access_token, revoke_session
+from email_service.dashboard.sessions import JWT_AUDIENCE, JWT_ISSUER, issue_access_token, revoke_session
 from tests.factories import EmailSendQueueFactory
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from email_service.models import ClientSession, OAuthState, ServiceHeartbeat
-from email_service.services.housekeeping import purge_expired
+from email_service.operations.housekeeping import purge_expired
 from OreeStats.celery import app
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from email_service.services.health import record_heartbeat
+from email_service.operations.health import record_heartbeat
 
 pytestmark = pytest.mark.django_db
 

@@ -24,9 +24,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from email_service.dashboard.sessions import issue_access_token
+from email_service.events.recording import record_event
 from email_service.models import EmailClickTracking, EmailTrackingPixel
-from email_service.services.auth import issue_access_token
-from email_service.services.events import record_event
 from tests.factories import CampaignFactory, ClientFactory, EmailSendQueueFactory, LeadFactory, MailboxFactory
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from email_service.gmail_client import GmailClient, GoogleConfig, MailboxCredentials
-from email_service.sandbox import GoogleSandbox
-from email_service.sandbox.testing import (
+from email_service.gmail.client import GmailClient, GoogleConfig, MailboxCredentials
+from google_sandbox import GoogleSandbox
+from google_sandbox.testing import (
     TEST_ACCOUNT,
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,

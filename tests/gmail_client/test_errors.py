@@ -14,7 +14,7 @@ import pytest
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 
-from email_service.gmail_client import (
+from email_service.gmail.client import (
     DailyLimitExceeded,
     GmailClient,
     GmailError,
@@ -27,7 +27,7 @@ from email_service.gmail_client import (
     OutcomeUnknown,
     RateLimited,
 )
-from email_service.sandbox import (
+from google_sandbox import (
     FAULT_ACCEPT_THEN_CLOSE,
     FAULT_ACCEPT_THEN_RESET,
     FAULT_BACKEND_ERROR,
@@ -41,7 +41,7 @@ from email_service.sandbox import (
     OP_TOKEN_REFRESH,
     GoogleSandbox,
 )
-from email_service.sandbox.testing import GMAIL_READONLY, TEST_ACCOUNT, make_message
+from google_sandbox.testing import GMAIL_READONLY, TEST_ACCOUNT, make_message
 
 from .conftest import credentials_for
 

@@ -23,7 +23,7 @@ def test_neither_module_imports_django() -> None:
     result = run(
         """
         import sys
-        import email_service.sandbox, email_service.sandbox.testing, email_service.gmail_client
+        import google_sandbox, google_sandbox.testing, email_service.gmail.client
         loaded = sorted(m for m in sys.modules if m == "django" or m.startswith("django."))
         assert not loaded, loaded
         """
@@ -35,7 +35,7 @@ def test_sandbox_imports_no_google_library() -> None:
     result = run(
         """
         import sys
-        import email_service.sandbox
+        import google_sandbox
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in {"google", "googleapiclient", "httplib2",
                         "google_auth_oauthlib", "google_auth_httplib2", "oauthlib"})
         assert not loaded, loaded
@@ -55,7 +55,7 @@ def test_config_from_django_settings() -> None:
             GOOGLE_REVOKE_URI="http://127.0.0.1:9/revoke", GMAIL_API_ENDPOINT="http://127.0.0.1:9",
             GMAIL_HTTP_TIMEOUT=12,
         )
-        from email_service.gmail_client import GoogleConfig
+        from email_service.gmail.client import GoogleConfig
         config = GoogleConfig.from_settings()
         assert config == GoogleConfig(
             client_id="id-1", client_secret="secret-1", redirect_uri="https://app.test/api/oauth/callback",

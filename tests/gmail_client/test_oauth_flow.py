@@ -12,7 +12,7 @@ import requests
 from google_auth_oauthlib.flow import Flow
 from oauthlib.oauth2.rfc6749.errors import InsecureTransportError  # type: ignore[import-untyped, unused-ignore]
 
-from email_service.gmail_client import (
+from email_service.gmail.client import (
     GMAIL_SCOPES,
     SCOPE_SEND,
     AuthorizationFailed,
@@ -26,8 +26,8 @@ from email_service.gmail_client import (
     revoke_token,
     start_authorization,
 )
-from email_service.sandbox import GoogleSandbox
-from email_service.sandbox.testing import TEST_ACCOUNT, TEST_CLIENT_ID, TEST_REDIRECT_URI
+from google_sandbox import GoogleSandbox
+from google_sandbox.testing import TEST_ACCOUNT, TEST_CLIENT_ID, TEST_REDIRECT_URI
 
 OAUTHLIB_VARS = ("OAUTHLIB_INSECURE_TRANSPORT", "OAUTHLIB_RELAX_TOKEN_SCOPE")
 

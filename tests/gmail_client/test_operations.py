@@ -6,14 +6,14 @@ import datetime as dt
 
 import pytest
 
-from email_service.gmail_client import (
+from email_service.gmail.client import (
     QUEUE_ID_HEADER,
     GmailClient,
     NotFound,
     SentMessage,
 )
-from email_service.sandbox import FAULT_BACKEND_ERROR, OP_GET, GoogleSandbox
-from email_service.sandbox.testing import TEST_ACCOUNT, make_message
+from google_sandbox import FAULT_BACKEND_ERROR, OP_GET, GoogleSandbox
+from google_sandbox.testing import TEST_ACCOUNT, make_message
 
 
 def test_profile(client: GmailClient, google_sandbox: GoogleSandbox) -> None:

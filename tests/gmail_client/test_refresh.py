@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from email_service.gmail_client import AuthorizationRevoked, GmailClient, GoogleConfig, MailboxCredentials
-from email_service.sandbox import (
+from email_service.gmail.client import AuthorizationRevoked, GmailClient, GoogleConfig, MailboxCredentials
+from google_sandbox import (
     FAULT_AUTH_ERROR,
     FAULT_INVALID_GRANT,
     OP_PROFILE,
     OP_TOKEN_REFRESH,
     GoogleSandbox,
 )
-from email_service.sandbox.testing import TEST_ACCOUNT, Api, make_message
+from google_sandbox.testing import TEST_ACCOUNT, Api, make_message
 
 from .conftest import credentials_for
 

@@ -8,9 +8,8 @@ import pytest
 from cryptography.fernet import Fernet
 from django.utils import timezone
 
-from email_service.gmail_client import MailboxCredentials
-from email_service.models import Mailbox
-from email_service.services.mailbox_credentials import (
+from email_service.gmail.client import MailboxCredentials
+from email_service.mailboxes.credentials import (
     TokenDecryptionError,
     credentials_for,
     decrypt_secret,
@@ -18,6 +17,7 @@ from email_service.services.mailbox_credentials import (
     reencrypt_all_tokens,
     store_credentials,
 )
+from email_service.models import Mailbox
 
 pytestmark = pytest.mark.django_db
 

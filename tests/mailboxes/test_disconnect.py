@@ -9,18 +9,18 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
-from email_service.gmail_client import AuthorizationRevoked, MailboxCredentials
-from email_service.models import EmailSendQueue, Mailbox
-from email_service.sandbox import FAULT_INVALID_GRANT, OP_TOKEN_REFRESH
-from email_service.sandbox.testing import Api
-from email_service.services.mailbox_credentials import credentials_for, store_credentials
-from email_service.services.mailboxes import (
+from email_service.gmail.client import AuthorizationRevoked, MailboxCredentials
+from email_service.mailboxes.credentials import credentials_for, store_credentials
+from email_service.mailboxes.lifecycle import (
     Disconnection,
     disconnect_mailbox_by_request,
     mailbox_authorization_revoked,
     mailbox_gmail,
     verify_mailbox_connection,
 )
+from email_service.models import EmailSendQueue, Mailbox
+from google_sandbox import FAULT_INVALID_GRANT, OP_TOKEN_REFRESH
+from google_sandbox.testing import Api
 from tests.factories import EmailSendQueueFactory
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ import urllib.parse
 import pytest
 import requests
 
-from email_service.sandbox.testing import TEST_REDIRECT_URI
+from google_sandbox.testing import TEST_REDIRECT_URI
 
 
 def consent(authorization_url: str) -> str:

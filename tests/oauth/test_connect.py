@@ -8,11 +8,11 @@ import urllib.parse
 import pytest
 from django.core import signing
 
+from email_service.mailboxes.credentials import credentials_for, decrypt_secret, gmail_client_for
+from email_service.mailboxes.lifecycle import disconnect_mailbox
+from email_service.mailboxes.oauth import REQUESTED_SCOPES, STATE_SALT
 from email_service.models import EmailSendQueue, Mailbox, OAuthState
-from email_service.sandbox.testing import GMAIL_READONLY, GMAIL_SEND, TEST_ACCOUNT
-from email_service.services.mailbox_credentials import credentials_for, decrypt_secret, gmail_client_for
-from email_service.services.mailboxes import disconnect_mailbox
-from email_service.services.oauth import REQUESTED_SCOPES, STATE_SALT
+from google_sandbox.testing import GMAIL_READONLY, GMAIL_SEND, TEST_ACCOUNT
 from tests.factories import CampaignFactory, EmailSendQueueFactory, LeadFactory
 from tests.oauth.conftest import consent, query_params
 

@@ -188,7 +188,7 @@ def start_google_sandbox(
 ) -> dict[str, str]:
     """The Google sandbox as its own process (a development tool: the test venv runs it); its GOOGLE_* values."""
     argv = [
-        sys.executable, "-m", "email_service.sandbox", "--port", "0",
+        sys.executable, "-m", "google_sandbox", "--port", "0",
         "--client-id", client_id, "--client-secret", client_secret, "--redirect-uri", redirect_uri,
         *[arg for account in accounts for arg in ("--account", account)],
     ]  # fmt: skip

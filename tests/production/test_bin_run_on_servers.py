@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from email_service.demo import DEMO_EMAIL, DEMO_MAILBOXES, DEMO_PASSWORD
+from email_service.demo.stack import DEMO_EMAIL, DEMO_MAILBOXES, DEMO_PASSWORD
 from tests.foundation.test_runstack import assert_an_email_goes_out_tracked
 from tests.production.conftest import (
     BIN_RUN_REDIS_DB,

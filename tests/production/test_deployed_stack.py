@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from email_service.sandbox.control import SandboxControl
+from google_sandbox.control import SandboxControl
 from tests.production.blueprint import Blueprint
 from tests.production.conftest import (
     SMOKE_REDIS_DB,

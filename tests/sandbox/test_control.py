@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from email_service.sandbox import (
+from google_sandbox import (
     FAULT_RATE_LIMIT,
     FAULT_UNAVAILABLE,
     OP_PROFILE,
@@ -26,7 +26,7 @@ from email_service.sandbox import (
     SandboxControlError,
     serve,
 )
-from email_service.sandbox.testing import GMAIL_READONLY, TEST_ACCOUNT, Api, api_for, make_message
+from google_sandbox.testing import GMAIL_READONLY, TEST_ACCOUNT, Api, api_for, make_message
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -184,7 +184,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "email_service.sandbox",
+            "google_sandbox",
             "--port",
             "0",
             "--client-id",

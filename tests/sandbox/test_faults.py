@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from email_service.sandbox import (
+from google_sandbox import (
     FAULT_ACCEPT_THEN_CLOSE,
     FAULT_ACCEPT_THEN_RESET,
     FAULT_AUTH_ERROR,
@@ -29,7 +29,7 @@ from email_service.sandbox import (
     ControlError,
     GoogleSandbox,
 )
-from email_service.sandbox.testing import (
+from google_sandbox.testing import (
     GMAIL_READONLY,
     GMAIL_SEND,
     TEST_ACCOUNT,

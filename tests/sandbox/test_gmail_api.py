@@ -14,8 +14,8 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from email_service.sandbox import GoogleSandbox
-from email_service.sandbox.testing import (
+from google_sandbox import GoogleSandbox
+from google_sandbox.testing import (
     GMAIL_READONLY,
     GMAIL_SEND,
     TEST_ACCOUNT,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from email_service.sandbox import mime
-from email_service.sandbox.query import QueryError, Searchable, compile_query
+from google_sandbox import mime
+from google_sandbox.query import QueryError, Searchable, compile_query
 
 
 def test_replace_header_removes_folded_copies_and_keeps_the_rest_byte_for_byte() -> None:

@@ -10,8 +10,8 @@ import urllib.parse
 import pytest
 import requests
 
-from email_service.sandbox import GoogleSandbox
-from email_service.sandbox.testing import (
+from google_sandbox import GoogleSandbox
+from google_sandbox.testing import (
     GMAIL_READONLY,
     GMAIL_SEND,
     TEST_ACCOUNT,

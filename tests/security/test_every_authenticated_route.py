@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 
+from email_service.dashboard.sessions import JWT_AUDIENCE, JWT_ISSUER, issue_access_token, revoke_session
 from email_service.models import Campaign, Client, ClientSession, EmailSendQueue, Mailbox
-from email_service.services.auth import JWT_AUDIENCE, JWT_ISSUER, issue_access_token, revoke_session
 from tests.factories import CampaignFactory, EmailSendQueueFactory, MailboxFactory
 from tests.security.routes import all_routes, fill
 

@@ -13,8 +13,8 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.urls import reverse
 
+from email_service.dashboard.sessions import create_client
 from email_service.models import Campaign, Client, EmailEvent, EmailSendQueue, Lead
-from email_service.services.auth import create_client
 from tests.conftest import dashboard_api
 from tests.factories import CampaignFactory, MailboxFactory
 

@@ -10,7 +10,7 @@ import pytest
 from django.core.cache import cache
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from email_service.services import auth
+from email_service.dashboard import sessions as auth
 from tests.dashboard.conftest import clear_login_throttle
 from tests.factories import DEFAULT_PASSWORD
 

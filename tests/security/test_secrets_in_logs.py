@@ -18,11 +18,11 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from email_service.dashboard.sessions import create_client
+from email_service.mailboxes.credentials import credentials_for, decrypt_secret
 from email_service.models import EmailClickTracking, EmailSendQueue, Mailbox, OAuthState
-from email_service.sandbox.testing import TEST_CLIENT_SECRET
-from email_service.services import dispatch
-from email_service.services.auth import create_client
-from email_service.services.mailbox_credentials import credentials_for, decrypt_secret
+from email_service.sending import dispatch
+from google_sandbox.testing import TEST_CLIENT_SECRET
 from tests.oauth.conftest import consent
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

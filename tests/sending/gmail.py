@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from email_service.sandbox.testing import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SCOPES, make_test_sandbox
-from email_service.services import dispatch
-from email_service.services.mailbox_credentials import encrypt_secret
+from email_service.mailboxes.credentials import encrypt_secret
+from email_service.sending import dispatch
+from google_sandbox.testing import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SCOPES, make_test_sandbox
 from tests.factories import EmailSendQueueFactory, MailboxFactory
 
 __all__ = ["connect_mailbox", "fresh", "make_test_sandbox", "point_settings_at", "queue", "sandbox_env", "turn"]

@@ -8,11 +8,11 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
+from email_service.inbound.suppression import suppress
+from email_service.mailboxes.lifecycle import disconnect_mailbox, pause_mailbox, resume_mailbox
 from email_service.models import EmailSendQueue, Lead, LeadMailboxAssignment, Mailbox
-from email_service.services import dispatch
-from email_service.services.campaigns import pause_campaign, resume_campaign
-from email_service.services.mailboxes import disconnect_mailbox, pause_mailbox, resume_mailbox
-from email_service.services.suppression import suppress
+from email_service.sending import dispatch
+from email_service.sending.campaigns import pause_campaign, resume_campaign
 from tests.factories import (
     CampaignFactory,
     EmailSendQueueFactory,
@@ -195,7 +195,7 @@ def test_held_emails_of_a_client_without_mailboxes_go_out_once_one_connects(inte
 
 def test_charlies_mailboxes_are_never_picked_for_alices_leads(alice, charlie):
     MailboxFactory(client=charlie)
-    from email_service.services.assignment import pick_mailbox
+    from email_service.sending.assignment import pick_mailbox
 
     assert pick_mailbox(client=alice) is None
     own = MailboxFactory(client=alice)

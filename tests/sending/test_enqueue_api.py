@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from email_service.inbound.suppression import suppress
 from email_service.models import EmailEvent, EmailSendQueue, Lead, LeadMailboxAssignment, Mailbox
-from email_service.services.campaigns import pause_campaign
-from email_service.services.sending import MAX_BODY_BYTES
-from email_service.services.suppression import suppress
+from email_service.sending.campaigns import pause_campaign
+from email_service.sending.enqueue import MAX_BODY_BYTES
 from tests.conftest import dashboard_api
 from tests.factories import CampaignFactory, ClientFactory, LeadFactory, MailboxFactory
 from tests.sending.conftest import payload

@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from email_service.inbound.suppression import suppress
 from email_service.models import EmailEvent, EmailSendQueue, LeadMailboxAssignment
-from email_service.services.suppression import suppress
 from tests.factories import CampaignFactory, LeadFactory, MailboxFactory
 from tests.sending.conftest import payload
 

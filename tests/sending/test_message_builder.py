@@ -6,7 +6,7 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from email_service.services.message_builder import (
+from email_service.sending.message_builder import (
     _ascii_message,
     _encoded_message,
     build_message,

@@ -11,8 +11,8 @@ import pytest
 from django.db import connection
 
 from email_service.models import Mailbox
-from email_service.services import pacing
-from email_service.services.windows import SendWindow
+from email_service.sending import pacing
+from email_service.sending.windows import SendWindow
 from tests.factories import ClientFactory, MailboxFactory
 
 T0 = datetime(2030, 3, 5, 12, 0, tzinfo=UTC)

@@ -10,9 +10,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from email_service.gmail_client import SentMessage
+from email_service.gmail.client import SentMessage
 from email_service.models import ClientDailyActivity, EmailEvent, EmailSendQueue, Mailbox, StepDailyStats
-from email_service.sandbox.models import (
+from email_service.sending import dispatch
+from google_sandbox.models import (
     FAULT_ACCEPT_THEN_CLOSE,
     FAULT_BACKEND_ERROR,
     FAULT_DAILY_LIMIT,
@@ -20,7 +21,6 @@ from email_service.sandbox.models import (
     FAULT_UNAVAILABLE,
     OP_SEND,
 )
-from email_service.services import dispatch
 from tests.factories import LeadFactory
 from tests.sending.gmail import fresh, queue, turn
 
@@ -182,8 +182,8 @@ def test_a_message_whose_id_gmail_replaced_is_found_by_its_queue_id_header(sandb
 
 
 def test_an_expired_lease_of_a_crashed_worker_is_checked_in_the_mailbox(sandbox, mailbox):
-    from email_service.services.gmail_clients import gmail_for
-    from email_service.services.message_builder import build_message
+    from email_service.mailboxes.clients import gmail_for
+    from email_service.sending.message_builder import build_message
 
     email = queue(mailbox)
     claimed = dispatch.claim_next_email(mailbox_id=mailbox.pk, worker="doomed", now=timezone.now()).claim

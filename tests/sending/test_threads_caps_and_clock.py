@@ -10,8 +10,8 @@ from django.db import connection
 from django.utils import timezone
 
 from email_service.models import EmailEvent
-from email_service.services import dispatch, pacing
-from email_service.services.windows import next_local_midnight
+from email_service.sending import dispatch, pacing
+from email_service.sending.windows import next_local_midnight
 from tests.factories import LeadFactory
 from tests.sending.gmail import fresh, queue, turn
 

@@ -19,8 +19,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from email_service.models import EmailClickTracking, EmailSendQueue, EmailTrackingPixel, Mailbox
-from email_service.services import dispatch
-from email_service.services.message_builder import build_message
+from email_service.sending import dispatch
+from email_service.sending.message_builder import build_message
 from tests.factories import EmailSendQueueFactory
 from tests.sending.gmail import connect_mailbox, make_test_sandbox, point_settings_at
 from tests.sending.workers import purge_broker

@@ -10,10 +10,10 @@ from collections import Counter, defaultdict
 import pytest
 
 from email_service.models import EmailSendQueue, LeadMailboxAssignment
-from email_service.sandbox.models import FAULT_LATENCY, OP_GET, OP_SEND, OP_TOKEN_REFRESH
-from email_service.services.pacing import PACE_SLACK
-from email_service.services.sending import SendRequest, enqueue_email
+from email_service.sending.enqueue import SendRequest, enqueue_email
+from email_service.sending.pacing import PACE_SLACK
 from email_service.tasks import dispatch_due_task, sweep_queue_task
+from google_sandbox.models import FAULT_LATENCY, OP_GET, OP_SEND, OP_TOKEN_REFRESH
 from tests.factories import ClientFactory
 from tests.sending.gmail import connect_mailbox
 from tests.sending.workers import wait_until, worker_pool

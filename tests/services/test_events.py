@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 
+from email_service.events.recording import record_event
 from email_service.models import ClientDailyActivity, EmailEvent, EmailSendQueue, StepDailyStats
-from email_service.services.events import record_event
 from tests.factories import ClientFactory, EmailSendQueueFactory
 
 pytestmark = pytest.mark.django_db

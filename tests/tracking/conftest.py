@@ -14,7 +14,7 @@ from django.test import Client as DjangoClient
 from django.utils import timezone
 
 from email_service.models import EmailClickTracking, EmailSendQueue, EmailTrackingPixel
-from email_service.services import tracking
+from email_service.tracking import hits as tracking
 from tests.factories import EmailSendQueueFactory, LeadFactory
 
 SAFARI = (

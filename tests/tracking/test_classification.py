@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from email_service.services.replies import AUTO_REPLY, BOUNCE, REPLY, inbound_facts, parse_rfc822
+from email_service.inbound.replies import AUTO_REPLY, BOUNCE, REPLY, inbound_facts, parse_rfc822
 from tests.tracking import inbound_mail
 
 ORIGINAL = "<oree-1@company.test>"

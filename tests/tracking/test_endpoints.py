@@ -17,7 +17,7 @@ from email_service.models import (
     EmailTrackingPixel,
     StepDailyStats,
 )
-from email_service.services import tracking
+from email_service.tracking import hits as tracking
 from tests.tracking.conftest import SAFARI, drain, sent_message
 
 pytestmark = pytest.mark.django_db

@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from email_service.gmail_client import GmailClient, GoogleConfig, MailboxCredentials
+from email_service.gmail.client import GmailClient, GoogleConfig, MailboxCredentials
+from email_service.inbound import replies
+from email_service.inbound.replies import poll_mailbox
 from email_service.models import EmailEvent, EmailSendQueue, Lead, Suppression
-from email_service.sandbox.testing import TEST_ACCOUNT, TEST_SCOPES, make_message
-from email_service.services import replies
-from email_service.services.replies import poll_mailbox
+from google_sandbox.testing import TEST_ACCOUNT, TEST_SCOPES, make_message
 from tests.factories import EmailSendQueueFactory, LeadFactory
 from tests.tracking import inbound_mail
 
@@ -192,7 +192,7 @@ def test_a_reply_reported_by_n8n_and_found_by_the_poller_counts_once(
 
 
 def test_a_transient_bounce_stays_out_of_the_clients_replies_feed(google_sandbox, mailbox, sequence, alice):
-    from email_service.services.stats import replies_feed
+    from email_service.dashboard.stats import replies_feed
 
     first, _ = sequence
     raw = inbound_mail.bounce_dsn(
@@ -209,7 +209,7 @@ def test_a_transient_bounce_stays_out_of_the_clients_replies_feed(google_sandbox
 
 
 def test_a_revoked_grant_found_by_the_poller_disconnects_the_mailbox_with_the_reason(google_sandbox, mailbox, sequence):
-    from email_service.services import mailboxes
+    from email_service.mailboxes import lifecycle as mailboxes
 
     _, follow_up = sequence
     google_sandbox.revoke_grants(TEST_ACCOUNT)
@@ -224,7 +224,7 @@ def test_a_revoked_grant_found_by_the_poller_disconnects_the_mailbox_with_the_re
 def test_another_gmail_error_of_the_poller_is_shown_on_the_mailbox_and_cleared_by_the_next_poll(
     google_sandbox, mailbox, sequence
 ):
-    from email_service.sandbox.models import FAULT_BACKEND_ERROR, OP_HISTORY
+    from google_sandbox.models import FAULT_BACKEND_ERROR, OP_HISTORY
 
     google_sandbox.add_fault(OP_HISTORY, FAULT_BACKEND_ERROR, count=20, mailbox=TEST_ACCOUNT)
     assert replies.poll_mailbox_by_id(mailbox_id=mailbox.pk) is None

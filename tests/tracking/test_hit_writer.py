@@ -17,9 +17,9 @@ import pytest
 from django.db import connection, transaction
 from django.test import override_settings
 
+from email_service.events.recording import record_event
 from email_service.models import EmailEvent, EmailSendQueue
-from email_service.services import tracking
-from email_service.services.events import record_event
+from email_service.tracking import hits as tracking
 from tests.tracking.conftest import DESTINATION, drain
 
 # The writer thread records through its own database connection: its writes must be committed to be seen.

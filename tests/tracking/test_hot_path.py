@@ -7,7 +7,7 @@ import redis
 from django.test import override_settings
 
 from email_service.models import EmailEvent
-from email_service.services import tracking
+from email_service.tracking import hits as tracking
 from tests.tracking.conftest import DESTINATION, drain
 
 pytestmark = pytest.mark.django_db

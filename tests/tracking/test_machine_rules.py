@@ -9,7 +9,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from email_service.models import ClientDailyActivity, EmailClickTracking, EmailEvent, EmailTrackingPixel, StepDailyStats
-from email_service.services import machine, tracking
+from email_service.tracking import hits as tracking
+from email_service.tracking import machine
 from tests.tracking.conftest import GMAIL_PROXY, SAFARI, drain, sent_message
 
 pytestmark = pytest.mark.django_db

@@ -9,9 +9,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from email_service.events.recording import actual_rollups, expected_rollups, rollup_differences
 from email_service.models import ClientDailyActivity, EmailClickTracking, EmailEvent, EmailTrackingPixel, StepDailyStats
-from email_service.services import machine, tracking
-from email_service.services.events import actual_rollups, expected_rollups, rollup_differences
+from email_service.tracking import hits as tracking
+from email_service.tracking import machine
 from tests.tracking.conftest import SAFARI, drain, sent_message
 
 pytestmark = pytest.mark.django_db

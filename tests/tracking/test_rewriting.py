@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from email_service.models import EmailClickTracking, EmailTrackingPixel
-from email_service.services.tracking import PIXEL_PNG, prepare_tracked_html
+from email_service.tracking.hits import PIXEL_PNG, prepare_tracked_html
 from tests.tracking.conftest import drain, sent_message
 
 pytestmark = pytest.mark.django_db

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from email_service.inbound.suppression import is_suppressed
 from email_service.models import EmailEvent, EmailSendQueue, Lead, Suppression
-from email_service.services.suppression import is_suppressed
 from tests.factories import EmailSendQueueFactory
 from tests.tracking.conftest import sent_message
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from email_service.events.recording import record_event
 from email_service.models import EmailEvent, EmailSendQueue
-from email_service.services.events import record_event
 from tests.factories import CampaignFactory, EmailSendQueueFactory, LeadFactory
 
 Type = EmailEvent.Type

@@ -16,9 +16,9 @@ from django.urls import Resolver404, resolve
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from email_service.dashboard.sessions import authenticate_access_token, issue_access_token
+from email_service.events.recording import record_event
 from email_service.models import Campaign, Client, ClientSession, EmailSendQueue, Mailbox
-from email_service.services.auth import authenticate_access_token, issue_access_token
-from email_service.services.events import record_event
 from tests.conftest import dashboard_api
 from tests.factories import DEFAULT_PASSWORD, CampaignFactory, EmailSendQueueFactory, MailboxFactory
 from tests.web.conftest import requires_chromium, sign_in, wait_until_loaded

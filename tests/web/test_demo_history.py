@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from email_service.demo import ensure_demo_client
+from email_service.demo.stack import ensure_demo_client
 from email_service.models import EmailEvent, EmailSendQueue
 
 

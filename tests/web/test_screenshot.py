@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 from playwright.sync_api import expect
 
-from email_service.demo import DEMO_EMAIL, DEMO_PASSWORD, ensure_demo_client
+from email_service.demo.stack import DEMO_EMAIL, DEMO_PASSWORD, ensure_demo_client
 from tests.conftest import dashboard_api
 from tests.web.conftest import requires_chromium, sign_in
 

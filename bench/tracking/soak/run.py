@@ -155,7 +155,7 @@ def prepare(count: int) -> tuple[list[str], list[str]]:
         Lead,
         Mailbox,
     )
-    from email_service.services import tracking
+    from email_service.tracking import hits as tracking
 
     owner = Client.objects.create(name="Soak", email="soak@soak.test", password="!")
     campaign = Campaign.objects.filter(client=owner).first() or Campaign.objects.create(

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from email_service.dashboard.sessions import create_client
 from email_service.exceptions import OreeError
-from email_service.services.auth import create_client
 
 
 class Command(BaseCommand):

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from email_service.demo import DEMO_EMAIL, DEMO_PASSWORD, ensure_demo_client, start_demo_extras
+from email_service.demo.stack import DEMO_EMAIL, DEMO_PASSWORD, ensure_demo_client, start_demo_extras
 
 
 class Command(BaseCommand):
