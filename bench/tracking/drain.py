@@ -64,7 +64,7 @@ def main() -> None:
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     ensure_database()
     pixel_tokens, link_tokens = prepare_data(1000)
-    from email_service.events.recording import actual_rollups, expected_rollups, rollup_differences
+    from email_service.events.rollups import actual_rollups, expected_rollups, rollup_differences
     from email_service.models import Client, EmailEvent
 
     owner = Client.objects.get(email="bench@bench.test")

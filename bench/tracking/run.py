@@ -317,7 +317,7 @@ def main() -> None:
         kind: EmailEvent.objects.filter(client__email="bench@bench.test", event_type=kind, detail__method="GET").count()
         for kind in ("open", "click")
     }
-    from email_service.events.recording import actual_rollups, expected_rollups, rollup_differences
+    from email_service.events.rollups import actual_rollups, expected_rollups, rollup_differences
     from email_service.models import Client
 
     owner = Client.objects.get(email="bench@bench.test")

@@ -101,7 +101,7 @@ def _window(value: object, client: Client) -> tuple[list[str], int, int]:
 
 def update_client_settings(*, client: Client, changes: Mapping[str, Any]) -> dict[str, Any]:
     """Validate and apply any subset of the settings; nothing is saved unless every field is valid."""
-    from email_service.events.recording import rebuild_rollups
+    from email_service.events.rollups import rebuild_rollups
 
     unknown = sorted(set(changes) - set(SETTINGS_FIELDS))
     if unknown:

@@ -10,13 +10,13 @@ Two rollups are kept, both by the client's local calendar day:
   sent in that period by how many of those same messages were opened, clicked… (never above 100%).
 - `ClientDailyActivity`, keyed by the day the event *happened*: the timeline.
 
-The dashboard (`services.stats`) reads only these rollups: a period such as "last 7 days" is
+The dashboard (`dashboard.stats`) reads only these rollups: a period such as "last 7 days" is
 the sum of the `StepDailyStats` rows whose send day falls in it, so its numbers are the fate of
 the emails sent in that period, and its rates never exceed 100%.
 
-`expected_rollups` replays a client's events through the same rules; `verify_rollups` compares
-that replay with the stored rows, and `rebuild_rollups` replaces them (a time zone change moves
-every local day, so `services.client_settings` rebuilds under the client's row lock). One narrow
+How each type counts lives in `events.vocabulary`; `events.rollups` replays events to verify or
+rebuild the rollups (a time zone change moves every local day, so `dashboard.client_settings`
+rebuilds under the client's row lock). One narrow
 race is accepted: an event recorded at the very moment of a time zone change, with the zone read
 just before it, is filed under the old zone's day; `verify_rollups` reports it and `--repair`
 fixes it. Keeping the hot path free of an extra client read is worth that.
@@ -24,7 +24,6 @@ fixes it. Keeping the hot path free of an extra client read is worth that.
 
 from __future__ import annotations
 
-import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -33,61 +32,14 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from email_service.events.vocabulary import COUNTER_FIELDS, HUMAN_RULES, Rule, Type, client_local_date, rule_for
 from email_service.models import (
-    Client,
     ClientDailyActivity,
     EmailEvent,
     EmailSendQueue,
     StepDailyStats,
     event_fields_from_message,
 )
-
-Type = EmailEvent.Type
-
-
-@dataclass(frozen=True)
-class _Rule:
-    """How one event type moves the per-message facts and the two rollups."""
-
-    first_field: str | None  # the message column claimed by the first such event
-    step_column: str | None  # StepDailyStats column bumped when the claim is won
-    activity_column: str | None  # ClientDailyActivity column bumped when the claim is won
-
-
-_HUMAN_RULES: dict[str, _Rule] = {
-    Type.SENT: _Rule(None, "sent", "sent"),
-    Type.FAILED: _Rule(None, "failed", None),
-    Type.OPEN: _Rule("first_opened_at", "opened", "opens"),
-    Type.CLICK: _Rule("first_clicked_at", "clicked", "clicks"),
-    Type.REPLY: _Rule("replied_at", "replied", "replies"),
-    Type.AUTO_REPLY: _Rule("auto_replied_at", "auto_replied", None),
-    Type.BOUNCE: _Rule("bounced_at", "bounced", "bounces"),
-    Type.UNSUBSCRIBE: _Rule("unsubscribed_at", "unsubscribed", "unsubscribes"),
-    Type.QUEUED: _Rule(None, None, None),
-}
-_MACHINE_RULES: dict[str, _Rule] = {
-    Type.OPEN: _Rule("machine_opened_at", "machine_opened", "machine_opens"),
-    Type.CLICK: _Rule("machine_clicked_at", "machine_clicked", "machine_clicks"),
-}
-_COUNTER_FIELDS: dict[str, str] = {Type.OPEN: "open_count", Type.CLICK: "click_count"}
-
-
-def _zone(tz_name: str) -> zoneinfo.ZoneInfo:
-    try:
-        return zoneinfo.ZoneInfo(tz_name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return zoneinfo.ZoneInfo("UTC")
-
-
-def client_local_date(moment: datetime, tz_name: str) -> date:
-    return timezone.localtime(moment, _zone(tz_name)).date()
-
-
-def rule_for(event_type: str, *, is_machine: bool) -> _Rule:
-    if is_machine:
-        # Machine replies, bounces… do not exist; a machine sent/failed would be our own bug.
-        return _MACHINE_RULES.get(event_type, _Rule(None, None, None))
-    return _HUMAN_RULES[event_type]
 
 
 def record_event(
@@ -164,7 +116,7 @@ def record_queued_events(*, messages: Sequence[EmailSendQueue], occurred_at: dat
     Equivalent because a `queued` event moves no fact and no rollup (its rule is empty) and a new
     message has no earlier `queued` event to collide with.
     """
-    rule = _HUMAN_RULES[Type.QUEUED]
+    rule = HUMAN_RULES[Type.QUEUED]
     assert (rule.first_field, rule.step_column, rule.activity_column) == (None, None, None)
     EmailEvent.objects.bulk_create(
         [
@@ -175,10 +127,10 @@ def record_queued_events(*, messages: Sequence[EmailSendQueue], occurred_at: dat
 
 
 def _apply_rule(
-    *, message: EmailSendQueue, event_type: str, is_machine: bool, rule: _Rule, occurred_at: datetime, tz_name: str
+    *, message: EmailSendQueue, event_type: str, is_machine: bool, rule: Rule, occurred_at: datetime, tz_name: str
 ) -> None:
     updates: dict[str, Any] = {}
-    counter = _COUNTER_FIELDS.get(event_type)
+    counter = COUNTER_FIELDS.get(event_type)
     if counter and not is_machine:
         updates[counter] = models.F(counter) + 1
     won = True
@@ -280,7 +232,7 @@ def record_event_after_update(
     update matched nothing (then nothing at all is written).
     """
     rule = rule_for(event_type, is_machine=False)
-    assert rule.first_field is None and event_type not in _COUNTER_FIELDS, event_type
+    assert rule.first_field is None and event_type not in COUNTER_FIELDS, event_type
     event = EmailEvent(
         **event_fields_from_message(message),
         event_type=event_type,
@@ -317,121 +269,6 @@ def record_event_after_update(
         cursor.execute(f"WITH {', '.join(steps)} SELECT EXISTS (SELECT 1 FROM changed)", params)  # noqa: S608
         row = cursor.fetchone()
     return bool(row and row[0])
-
-
-# --- Recomputing the rollups from raw events (verify_rollups, time zone changes) -----------------
-
-StepKey = tuple[Any, int, date]  # (campaign_id, sequence_number, client-local send day)
-STEP_COLUMNS = (
-    "sent",
-    "failed",
-    "opened",
-    "clicked",
-    "replied",
-    "auto_replied",
-    "bounced",
-    "unsubscribed",
-    "machine_opened",
-    "machine_clicked",
-)
-ACTIVITY_COLUMNS = ("sent", "opens", "clicks", "replies", "bounces", "unsubscribes", "machine_opens", "machine_clicks")
-
-
-@dataclass
-class ExpectedRollups:
-    """What the two rollups of one client should hold, as {key: {column: count}} without zeros."""
-
-    steps: dict[StepKey, dict[str, int]]
-    activity: dict[date, dict[str, int]]
-
-
-def expected_rollups(*, client_id: Any, tz_name: str) -> ExpectedRollups:
-    """Replay every event of one client, in recording order, through the rules `record_event` applies.
-
-    The per-message "first" claims are re-derived from the events themselves (not from the
-    message's `first_*_at` columns), so a lost or doubled rollup increment shows up as a difference.
-    Send days come from the message's `sent_at`, as when the event was recorded.
-    """
-    sent_at: dict[Any, datetime | None] = dict(
-        EmailSendQueue.objects.filter(client_id=client_id, sent_at__isnull=False).values_list("pk", "sent_at")
-    )
-    claimed: set[tuple[Any, str]] = set()
-    steps: dict[StepKey, dict[str, int]] = {}
-    activity: dict[date, dict[str, int]] = {}
-    zone = _zone(tz_name)
-    events = (
-        EmailEvent.objects.filter(client_id=client_id)
-        .order_by("id")
-        .values_list("message_id", "campaign_id", "sequence_number", "event_type", "is_machine", "occurred_at")
-    )
-    for message_id, campaign_id, sequence_number, event_type, is_machine, occurred_at in events.iterator(
-        chunk_size=10_000
-    ):
-        rule = rule_for(event_type, is_machine=is_machine)
-        if rule.first_field:
-            if (message_id, rule.first_field) in claimed:
-                continue
-            claimed.add((message_id, rule.first_field))
-        if rule.step_column and campaign_id is not None and sequence_number is not None:
-            moment = occurred_at if event_type in (Type.SENT, Type.FAILED) else (sent_at.get(message_id) or occurred_at)
-            key = (campaign_id, sequence_number, timezone.localtime(moment, zone).date())
-            row = steps.setdefault(key, {})
-            row[rule.step_column] = row.get(rule.step_column, 0) + 1
-        if rule.activity_column:
-            day = activity.setdefault(timezone.localtime(occurred_at, zone).date(), {})
-            day[rule.activity_column] = day.get(rule.activity_column, 0) + 1
-    return ExpectedRollups(steps=steps, activity=activity)
-
-
-def actual_rollups(*, client_id: Any) -> ExpectedRollups:
-    """The rollup rows as stored, in the same shape as `expected_rollups` (zero counters left out)."""
-    steps: dict[StepKey, dict[str, int]] = {}
-    for row in StepDailyStats.objects.filter(client_id=client_id).values(
-        "campaign_id", "sequence_number", "date", *STEP_COLUMNS
-    ):
-        counts = {col: row[col] for col in STEP_COLUMNS if row[col]}
-        if counts:
-            steps[(row["campaign_id"], row["sequence_number"], row["date"])] = counts
-    activity: dict[date, dict[str, int]] = {}
-    for row in ClientDailyActivity.objects.filter(client_id=client_id).values("date", *ACTIVITY_COLUMNS):
-        counts = {col: row[col] for col in ACTIVITY_COLUMNS if row[col]}
-        if counts:
-            activity[row["date"]] = counts
-    return ExpectedRollups(steps=steps, activity=activity)
-
-
-def rollup_differences(*, expected: ExpectedRollups, actual: ExpectedRollups) -> list[str]:
-    """Human-readable lines, one per differing counter; empty when the rollups are exact."""
-    lines = []
-    for name, want_rows, have_rows in (
-        ("StepDailyStats", expected.steps, actual.steps),
-        ("ClientDailyActivity", expected.activity, actual.activity),
-    ):
-        for key in sorted(set(want_rows) | set(have_rows), key=str):
-            want, have = want_rows.get(key, {}), have_rows.get(key, {})  # type: ignore[call-overload]
-            for column in sorted(set(want) | set(have)):
-                if want.get(column, 0) != have.get(column, 0):
-                    lines.append(f"{name} {key}: {column} is {have.get(column, 0)}, events say {want.get(column, 0)}")
-    return lines
-
-
-def rebuild_rollups(*, client: Client) -> None:
-    """Replace the client's rollup rows with a recomputation from its events (e.g. after a time zone change).
-
-    Call it with the client row locked (`select_for_update`): a concurrent `record_event` inserts
-    its event under the same row's key-share lock, so it waits and lands after the rebuild.
-    """
-    expected = expected_rollups(client_id=client.pk, tz_name=client.timezone)
-    with transaction.atomic():
-        StepDailyStats.objects.filter(client=client).delete()
-        ClientDailyActivity.objects.filter(client=client).delete()
-        StepDailyStats.objects.bulk_create(
-            StepDailyStats(client=client, campaign_id=campaign_id, sequence_number=step, date=day, **counts)
-            for (campaign_id, step, day), counts in expected.steps.items()
-        )
-        ClientDailyActivity.objects.bulk_create(
-            ClientDailyActivity(client=client, date=day, **counts) for day, counts in expected.activity.items()
-        )
 
 
 # --- Recording many events at once (the tracking drain) -------------------------------------------
@@ -511,7 +348,7 @@ def record_events_batch(
                 **(event.fields or {}),
             )
         )
-        counter = _COUNTER_FIELDS.get(event.event_type)
+        counter = COUNTER_FIELDS.get(event.event_type)
         if counter and not event.is_machine:
             per_message = counters.setdefault(message.pk, {})
             per_message[counter] = per_message.get(counter, 0) + 1
@@ -565,7 +402,7 @@ def _update_messages(*, counters: dict[Any, dict[str, int]], firsts: dict[Any, d
     meta = EmailSendQueue._meta
     qn = connection.ops.quote_name
     table = qn(meta.db_table)
-    counter_columns = sorted(set(_COUNTER_FIELDS.values()))
+    counter_columns = sorted(set(COUNTER_FIELDS.values()))
     values: list[Any] = []
     tuples = []
     for pk in ids:

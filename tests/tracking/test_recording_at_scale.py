@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from email_service.events.recording import actual_rollups, expected_rollups, rollup_differences
+from email_service.events.rollups import actual_rollups, expected_rollups, rollup_differences
 from email_service.models import ClientDailyActivity, EmailClickTracking, EmailEvent, EmailTrackingPixel, StepDailyStats
 from email_service.tracking import hits as tracking
 from email_service.tracking import machine

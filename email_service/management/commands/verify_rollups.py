@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from email_service.events.recording import actual_rollups, expected_rollups, rebuild_rollups, rollup_differences
+from email_service.events.rollups import actual_rollups, expected_rollups, rebuild_rollups, rollup_differences
 from email_service.models import Client
 
 
