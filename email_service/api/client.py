@@ -1,4 +1,4 @@
-"""The client dashboard API (`/api/client/*`): thin adapters over `services.auth` and `services.stats`.
+"""The client dashboard API (`/api/client/*`): thin adapters over the dashboard room (sessions, stats, settings).
 
 No route takes a client id: every read and write is scoped to `request.user.client`, the client
 of the verified token, and another client's object id answers 404.
@@ -7,20 +7,21 @@ of the verified token, and another client's object id answers 404.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from email_service.api.adapters import json_object, parse_body, parse_query, respond
 from email_service.api.auth import BearerAuthentication, ClientPrincipal, IsClient
 from email_service.dashboard import sessions as auth_service
 from email_service.dashboard import stats
 from email_service.dashboard.client_settings import client_settings, update_client_settings
-from email_service.exceptions import InvalidInput
 from email_service.mailboxes.lifecycle import disconnect_mailbox_by_request
 from email_service.models import Campaign, Client, Mailbox
 from email_service.sending.campaigns import pause_campaign, resume_campaign
@@ -253,11 +254,10 @@ class LoginView(APIView):
         auth=[],
     )
     def post(self, request: Request) -> Response:
-        body = LoginRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        body = parse_body(request, LoginRequestSerializer)
         result = auth_service.login(
-            email=body.validated_data["email"],
-            password=body.validated_data["password"],
+            email=body["email"],
+            password=body["password"],
             ip=client_ip(request.META),
             user_agent=str(request.META.get("HTTP_USER_AGENT", "")),
         )
@@ -267,7 +267,7 @@ class LoginView(APIView):
             "expires_at": result.issued.expires_at,
             "client": result.client,
         }
-        response = Response(LoginResponseSerializer(payload).data)
+        response = respond(LoginResponseSerializer, payload)
         response["Cache-Control"] = "no-store"
         return response
 
@@ -286,7 +286,7 @@ class StatsView(ClientAPIView):
 
     @extend_schema(operation_id="client_stats", responses={200: StatsSerializer, 401: ClientErrorSerializer})
     def get(self, request: Request) -> Response:
-        return Response(StatsSerializer(stats.client_stats(client=self.principal(request).client)).data)
+        return respond(StatsSerializer, stats.client_stats(client=self.principal(request).client))
 
 
 class CampaignsView(ClientAPIView):
@@ -295,39 +295,45 @@ class CampaignsView(ClientAPIView):
     @extend_schema(operation_id="client_campaigns", responses={200: CampaignListSerializer, 401: ClientErrorSerializer})
     def get(self, request: Request) -> Response:
         campaigns = stats.campaign_performance(client=self.principal(request).client)
-        return Response(CampaignListSerializer({"campaigns": campaigns}).data)
+        return respond(CampaignListSerializer, {"campaigns": campaigns})
 
 
-def _campaign_state(campaign: Campaign, affected: int) -> dict[str, Any]:
-    return CampaignStateSerializer(
-        {"id": campaign.pk, "name": campaign.name, "status": campaign.status, "emails_affected": affected}
-    ).data
+class _CampaignActionView(ClientAPIView):
+    """One of the client's campaigns, changed by `change`; answers its state and the emails it moved."""
+
+    change: Callable[..., int]
+
+    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
+        campaign = stats.get_client_campaign(client=self.principal(request).client, campaign_id=campaign_id)
+        affected = type(self).change(campaign=campaign)
+        return respond(
+            CampaignStateSerializer,
+            {"id": campaign.pk, "name": campaign.name, "status": campaign.status, "emails_affected": affected},
+        )
 
 
-class CampaignPauseView(ClientAPIView):
+def _campaign_action_schema(operation_id: str) -> Callable[[type[_CampaignActionView]], type[_CampaignActionView]]:
+    return extend_schema_view(
+        post=extend_schema(
+            operation_id=operation_id,
+            request=None,
+            responses={200: CampaignStateSerializer, 401: ClientErrorSerializer, 404: ClientErrorSerializer},
+        )
+    )
+
+
+@_campaign_action_schema("client_campaign_pause")
+class CampaignPauseView(_CampaignActionView):
     """Pause a campaign: its unsent emails wait until it resumes."""
 
-    @extend_schema(
-        operation_id="client_campaign_pause",
-        request=None,
-        responses={200: CampaignStateSerializer, 401: ClientErrorSerializer, 404: ClientErrorSerializer},
-    )
-    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
-        campaign = stats.get_client_campaign(client=self.principal(request).client, campaign_id=campaign_id)
-        return Response(_campaign_state(campaign, pause_campaign(campaign=campaign)))
+    change = staticmethod(pause_campaign)
 
 
-class CampaignResumeView(ClientAPIView):
+@_campaign_action_schema("client_campaign_resume")
+class CampaignResumeView(_CampaignActionView):
     """Resume a paused campaign: its paused emails become due again."""
 
-    @extend_schema(
-        operation_id="client_campaign_resume",
-        request=None,
-        responses={200: CampaignStateSerializer, 401: ClientErrorSerializer, 404: ClientErrorSerializer},
-    )
-    def post(self, request: Request, campaign_id: uuid.UUID) -> Response:
-        campaign = stats.get_client_campaign(client=self.principal(request).client, campaign_id=campaign_id)
-        return Response(_campaign_state(campaign, resume_campaign(campaign=campaign)))
+    change = staticmethod(resume_campaign)
 
 
 class RepliesView(ClientAPIView):
@@ -339,10 +345,8 @@ class RepliesView(ClientAPIView):
         responses={200: ReplyPageSerializer, 400: ClientErrorSerializer, 401: ClientErrorSerializer},
     )
     def get(self, request: Request) -> Response:
-        query = RepliesQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        page = stats.replies_feed(client=self.principal(request).client, **query.validated_data)
-        return Response(ReplyPageSerializer(vars(page)).data)
+        page = stats.replies_feed(client=self.principal(request).client, **parse_query(request, RepliesQuerySerializer))
+        return respond(ReplyPageSerializer, vars(page))
 
 
 class TimelineView(ClientAPIView):
@@ -354,10 +358,9 @@ class TimelineView(ClientAPIView):
         responses={200: TimelineSerializer, 400: ClientErrorSerializer, 401: ClientErrorSerializer},
     )
     def get(self, request: Request) -> Response:
-        query = TimelineQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        days = stats.client_timeline(client=self.principal(request).client, days=query.validated_data["days"])
-        return Response(TimelineSerializer({"days": days}).data)
+        query = parse_query(request, TimelineQuerySerializer)
+        days = stats.client_timeline(client=self.principal(request).client, days=query["days"])
+        return respond(TimelineSerializer, {"days": days})
 
 
 class MailboxesView(ClientAPIView):
@@ -366,7 +369,7 @@ class MailboxesView(ClientAPIView):
     @extend_schema(operation_id="client_mailboxes", responses={200: MailboxListSerializer, 401: ClientErrorSerializer})
     def get(self, request: Request) -> Response:
         mailboxes = stats.client_mailboxes(client=self.principal(request).client)
-        return Response(MailboxListSerializer({"mailboxes": mailboxes}).data)
+        return respond(MailboxListSerializer, {"mailboxes": mailboxes})
 
 
 class MailboxDetailView(ClientAPIView):
@@ -379,15 +382,14 @@ class MailboxDetailView(ClientAPIView):
     def delete(self, request: Request, mailbox_id: uuid.UUID) -> Response:
         mailbox = stats.get_client_mailbox(client=self.principal(request).client, mailbox_id=mailbox_id)
         result = disconnect_mailbox_by_request(mailbox=mailbox, reason="disconnected by the client")
-        return Response(
-            MailboxDisconnectedSerializer(
-                {
-                    "id": mailbox.pk,
-                    "status": mailbox.status,
-                    "emails_held": result.held_emails,
-                    "revoked_at_google": result.revoked,
-                }
-            ).data
+        return respond(
+            MailboxDisconnectedSerializer,
+            {
+                "id": mailbox.pk,
+                "status": mailbox.status,
+                "emails_held": result.held_emails,
+                "revoked_at_google": result.revoked,
+            },
         )
 
 
@@ -400,13 +402,11 @@ class ChangePasswordView(ClientAPIView):
         responses={200: ChangePasswordResponseSerializer, 400: ClientErrorSerializer, 401: ClientErrorSerializer},
     )
     def post(self, request: Request) -> Response:
-        body = ChangePasswordSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
         principal = self.principal(request)
         revoked = auth_service.change_password(
-            client=principal.client, session=principal.session, **body.validated_data
+            client=principal.client, session=principal.session, **parse_body(request, ChangePasswordSerializer)
         )
-        return Response({"sessions_revoked": revoked})
+        return respond(ChangePasswordResponseSerializer, {"sessions_revoked": revoked})
 
 
 class SettingsView(ClientAPIView):
@@ -414,7 +414,7 @@ class SettingsView(ClientAPIView):
 
     @extend_schema(operation_id="client_settings", responses={200: SettingsSerializer, 401: ClientErrorSerializer})
     def get(self, request: Request) -> Response:
-        return Response(SettingsSerializer(client_settings(client=self.principal(request).client)).data)
+        return respond(SettingsSerializer, client_settings(client=self.principal(request).client))
 
     @extend_schema(
         operation_id="client_settings_update",
@@ -422,7 +422,7 @@ class SettingsView(ClientAPIView):
         responses={200: SettingsSerializer, 400: ClientErrorSerializer, 401: ClientErrorSerializer},
     )
     def put(self, request: Request) -> Response:
-        if not isinstance(request.data, dict):
-            raise InvalidInput("The body must be a JSON object of settings.", code="invalid_body")
-        updated = update_client_settings(client=self.principal(request).client, changes=request.data)
-        return Response(SettingsSerializer(updated).data)
+        changes = json_object(request, what="settings")
+        return respond(
+            SettingsSerializer, update_client_settings(client=self.principal(request).client, changes=changes)
+        )

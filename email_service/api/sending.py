@@ -5,17 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from email_service.api.adapters import json_body, parse, parse_body
 from email_service.api.auth import BearerAuthentication, IsIntegration
 from email_service.api.errors import error_body
 from email_service.api.serializers import EmailStatusResponseSerializer, EmailStatusSerializer
-from email_service.exceptions import InvalidInput, OreeError, PayloadTooLarge
+from email_service.exceptions import InvalidInput, OreeError
 from email_service.sending.enqueue import (
     MAX_BATCH_ITEMS,
     MAX_BODY_BYTES,
@@ -123,13 +123,6 @@ def queued_email(result: EnqueueResult) -> dict[str, Any]:
     }
 
 
-def _json_body(request: Request) -> Any:
-    try:
-        return request.data
-    except RequestDataTooBig:
-        raise PayloadTooLarge("The request body is too large.", code="request_too_large") from None
-
-
 class SendEmailView(APIView):
     """Queue one email (202), or answer the row already queued for the same step (200)."""
 
@@ -149,9 +142,7 @@ class SendEmailView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        incoming = SendEmailSerializer(data=_json_body(request))
-        incoming.is_valid(raise_exception=True)
-        result = enqueue_email(request=incoming.to_request())
+        result = enqueue_email(request=parse(SendEmailSerializer, json_body(request)).to_request())
         return Response(queued_email(result), status=202 if result.created else 200)
 
 
@@ -176,9 +167,8 @@ class SendEmailBatchView(APIView):
         description="Each item has the fields of POST /api/email/send.",
     )
     def post(self, request: Request) -> Response:
-        incoming = SendBatchSerializer(data=_json_body(request))
-        incoming.is_valid(raise_exception=True)
-        outcomes = enqueue_batch(requests=[_parse_item(item) for item in incoming.validated_data["emails"]])
+        emails = parse_body(request, SendBatchSerializer)["emails"]
+        outcomes = enqueue_batch(requests=[_parse_item(item) for item in emails])
         results = [_batch_item(index, outcome) for index, outcome in enumerate(outcomes)]
         counts = {"queued": 0, "existing": 0, "rejected": 0}
         for item in results:

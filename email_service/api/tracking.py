@@ -27,6 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from email_service.api.adapters import error_json, parse_body, respond
 from email_service.api.auth import BearerAuthentication, IsIntegration
 from email_service.inbound import replies, suppression
 from email_service.tracking import hits as tracking
@@ -55,7 +56,7 @@ def pixel_response(method: str) -> HttpResponse:
 
 
 def _method_not_allowed() -> JsonResponse:
-    response = JsonResponse({"detail": "Method not allowed.", "code": "method_not_allowed"}, status=405)
+    response = error_json("Method not allowed.", "method_not_allowed", status=405)
     response["Allow"] = "GET, HEAD"
     return response
 
@@ -77,7 +78,7 @@ def serve_open(request: HttpRequest, pixel_file: str) -> HttpResponse:
 
 
 def _not_found() -> JsonResponse:
-    return JsonResponse({"detail": "Unknown link.", "code": "link_not_found"}, status=404)
+    return error_json("Unknown link.", "link_not_found", status=404)
 
 
 def serve_click(request: HttpRequest, token: str) -> HttpResponse:
@@ -90,7 +91,7 @@ def serve_click(request: HttpRequest, token: str) -> HttpResponse:
         outcome = tracking.track_click(token=token, facts=facts)
     except DatabaseError:
         logger.exception("Could not look up a tracked link")
-        return JsonResponse({"detail": "Try again shortly.", "code": "unavailable"}, status=503)
+        return error_json("Try again shortly.", "unavailable", status=503)
     url = outcome.url
     # Defence in depth: only http(s) destinations were ever stored.
     if url is None or not url.lower().startswith(("http://", "https://")):
@@ -236,9 +237,7 @@ class ReplyView(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        payload = ReplyReportSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        result = replies.report_reply(**payload.validated_data)
+        result = replies.report_reply(**parse_body(request, ReplyReportSerializer))
         message = result.message
         body = {
             "status": "recorded" if result.created else "duplicate",
@@ -250,7 +249,7 @@ class ReplyView(APIView):
             "sequence_number": message.sequence_number,
             "cancelled_followups": result.stopped,
         }
-        return Response(ReplyResultSerializer(body).data, status=201 if result.created else 200)
+        return respond(ReplyResultSerializer, body, status=201 if result.created else 200)
 
 
 # ---------------------------------------------------------------------------------------------
