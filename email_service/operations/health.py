@@ -55,10 +55,12 @@ def check_redis() -> ComponentState:
 
 
 def check_broker() -> ComponentState:
-    from OreeStats.celery import app
+    # The process's Celery app (the project package creates it and makes it current at import),
+    # looked up rather than imported: the app's own signals start this module's heartbeat.
+    from celery import current_app
 
     try:
-        with app.connection_for_write() as conn:
+        with current_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
             transport = conn.transport_cls
     except Exception as error:  # noqa: BLE001 - kombu raises many kinds; all mean "down"
