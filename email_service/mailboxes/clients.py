@@ -1,4 +1,4 @@
-"""Gmail clients for the send path, reused per thread and mailbox (built by services.mailbox_credentials).
+"""Gmail clients for the send path, reused per thread and mailbox (built by `credentials.gmail_client_for`).
 
 Building the Google client parses the API description (tens of milliseconds of CPU); a worker
 that sends for many mailboxes keeps one client per mailbox while its grant is unchanged.

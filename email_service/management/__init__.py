@@ -1,0 +1,1 @@
+"""Management commands: adapters that run a room's function from the command line."""
